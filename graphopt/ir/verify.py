@@ -1,0 +1,90 @@
+"""verify(graph): the IR's invariants, checked in one linear walk.
+
+Checks: every node input is defined before it is read (graph inputs, initializers, earlier node outputs, or values
+of enclosing scopes defined before the owning node); use lists match node inputs both ways; producers match
+outputs; graph outputs are defined; value names are unique across the model (SSA); no dead node is still
+referenced. Returns the list of problems (empty when all is well) or raises with ``strict``.
+"""
+
+from __future__ import annotations
+
+from .core import Graph, IRError, Model, Value
+
+
+def verify(target: Model | Graph, *, strict: bool = True) -> list[str]:
+    graph = target.graph if isinstance(target, Model) else target
+    problems: list[str] = []
+    names: dict[str, Value] = {}
+
+    def name_ok(v: Value, where: str) -> None:
+        if not v.name:
+            return
+        other = names.get(v.name)
+        if other is not None and other is not v:
+            problems.append(f"value name {v.name!r} is used by two values ({where})")
+        names[v.name] = v
+
+    def walk(g: Graph, outer: set[Value]) -> None:
+        defined = set(outer)
+        for v in g._inputs:
+            if v.producer is not None:
+                problems.append(f"graph input {v.name!r} has a producer")
+            defined.add(v)
+            name_ok(v, "input")
+        for name, v in g._initializers.items():
+            if v.name != name:
+                problems.append(f"initializer key {name!r} names value {v.name!r}")
+            if v.const is None:
+                problems.append(f"initializer {name!r} has no tensor")
+            defined.add(v)
+            name_ok(v, "initializer")
+        count = 0
+        for n in g:
+            count += 1
+            if n.graph is not g:
+                problems.append(f"{n!r} is listed in a graph it does not point to")
+            for i, v in enumerate(n._inputs):
+                if v is None:
+                    continue
+                if v not in defined:
+                    problems.append(f"{n!r} reads {v.name!r} before it is defined")
+                if (n, i) not in v._uses:
+                    problems.append(f"{v.name!r} does not list its use by {n!r} input {i}")
+            if n._subgraphs:
+                for sg in n._subgraphs:
+                    if sg.owner is not n:
+                        problems.append(f"a subgraph of {n!r} does not point to it")
+                    walk(sg, defined)
+            for i, v in enumerate(n._outputs):
+                if v.producer is not n or v.index != i:
+                    problems.append(f"output {i} of {n!r} does not point back to it")
+                if v.name:
+                    if v in defined:
+                        problems.append(f"{v.name!r} is defined twice")
+                    defined.add(v)
+                    name_ok(v, "node output")
+                for u, j in v._uses:
+                    if not u.is_alive:
+                        problems.append(f"{v.name!r} lists a use by removed node {u!r}")
+                    elif j >= len(u._inputs) or u._inputs[j] is not v:
+                        problems.append(f"{v.name!r} lists a stale use by {u!r} input {j}")
+        if count != len(g):
+            problems.append(f"graph {g.name!r} counts {len(g)} nodes but holds {count}")
+        for v in g._outputs:
+            if v not in defined:
+                problems.append(f"graph output {v.name!r} is not defined")
+            if not v._out_graphs or g not in v._out_graphs:
+                problems.append(f"graph output {v.name!r} does not know it is an output")
+        if len(g._out_vi) != len(g._outputs):
+            problems.append("output declarations out of step with outputs")
+        for v in g._inputs + [x for x in g._initializers.values()]:
+            for u, j in v._uses:
+                if not u.is_alive:
+                    problems.append(f"{v.name!r} lists a use by removed node {u!r}")
+                elif j >= len(u._inputs) or u._inputs[j] is not v:
+                    problems.append(f"{v.name!r} lists a stale use by {u!r} input {j}")
+
+    walk(graph, set())
+    if problems and strict:
+        raise IRError("IR verification failed:\n  " + "\n  ".join(problems[:20]))
+    return problems

@@ -39,6 +39,20 @@ _UNSET: Any = object()
 # ----------------------------------------------------------------------------------------------------------------
 # Journal
 # ----------------------------------------------------------------------------------------------------------------
+class ChangeTracker:
+    """Counts what a pass did: nodes added, removed, and touched (rewritten in place)."""
+
+    __slots__ = ("added", "removed", "touched")
+
+    def __init__(self) -> None:
+        self.added: dict[Node, None] = {}
+        self.removed = 0
+        self.touched: dict[Node, None] = {}
+
+    def rewritten(self) -> int:
+        return sum(1 for n in self.touched if n.is_alive and n not in self.added)
+
+
 class Journal:
     """Undo records for the mutations made while it is open (see :meth:`Model.journal`)."""
 
@@ -83,7 +97,7 @@ class Value:
     def name(self, new: str) -> None:
         self.rename(new)
 
-    def rename(self, new: str) -> None:
+    def rename(self, new: str, *, _reserved: bool = False) -> None:
         """Rename the value; the name must be free in the model. Producer and readers are re-serialized."""
         old = self._name
         if new == old:
@@ -91,7 +105,7 @@ class Value:
         model = self._model()
         if model is not None:
             names = model._name_set()
-            if new in names:
+            if new in names and not _reserved:
                 raise IRError(f"cannot rename {old!r} to {new!r}: the name is taken")
             if old:
                 names.discard(old)
@@ -106,7 +120,7 @@ class Value:
             model._mutated()
             j = model._journal
             if j is not None:
-                j.entries.append(lambda: self.rename(old))  # type: ignore[arg-type]
+                j.entries.append(lambda: self.rename(old, _reserved=True))  # type: ignore[arg-type]
 
     def _touch_all(self) -> None:
         if self.producer is not None:
@@ -500,6 +514,9 @@ class Node:
         g = self.graph
         if g is not None:
             g._touch()
+            m = g.model
+            if m is not None and m._track is not None:
+                m._track.touched[self] = None
 
     # -- attributes ------------------------------------------------------------------------------------------
     @property
@@ -848,6 +865,8 @@ class Graph:
                     m._names.add(v._name)
         node._dirty = True
         self._touch()
+        if m is not None and m._track is not None:
+            m._track.added[node] = None
 
         def undo() -> None:
             self._unlink(node)
@@ -865,6 +884,13 @@ class Graph:
         for v in node._outputs:
             self._value_info.pop(v, None)
         self._touch()
+        m = self.model
+        if m is not None and m._track is not None:
+            t = m._track
+            if node in t.added:
+                del t.added[node]
+            else:
+                t.removed += 1
 
     def append(self, *nodes: Node) -> None:
         """Append nodes at the end."""
@@ -1030,7 +1056,7 @@ class Graph:
             name = old.name
             assert name is not None
             m = self.model
-            old.rename(m.fresh_name(name + "_old") if m is not None else name + "_old")
+            old.rename(m.fresh_name(name + "_old") if m is not None else name + "_old", _reserved=True)
             new.rename(name)
             self._carry_decl(old, new)
             for i in slots:
@@ -1040,7 +1066,7 @@ class Graph:
         name = old.name
         assert name is not None
         m = self.model
-        old.rename(m.fresh_name(name + "_old") if m is not None else name + "_old")
+        old.rename(m.fresh_name(name + "_old") if m is not None else name + "_old", _reserved=True)
         ident = Node("Identity", [new], outputs=[name])
         self.append(ident)
         out = ident.output
@@ -1248,6 +1274,7 @@ class Model:
         self.source_path: str | None = None
         self.mutations = 0
         self._journal: Journal | None = None
+        self._track: ChangeTracker | None = None
         self._names: set[str] | None = None
         self._name_counters: dict[str, int] = {}
         self._node_names: set[str] | None = None

@@ -1,0 +1,1 @@
+"""graphopt's command-line front end (installed as ``graphopt.cli``)."""

@@ -1,0 +1,126 @@
+"""Shared CLI plumbing: consoles, logging, error handling and exit codes.
+
+This is the only place in graphopt that catches exceptions broadly: a GraphoptError becomes one line on stderr
+(plus its hint) and its exit code; anything else is translated by the context's translators (internal error,
+exit 5). A Python traceback is shown only with --debug.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from graphopt.errors import EXIT_INTERNAL, GraphoptError, UsageError
+from graphopt.jit.translators import TranslatorRegistry, install_defaults
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    """Per-invocation CLI state (no globals: each command builds its own)."""
+
+    def __init__(self, verbose: int = 0, quiet: bool = False, debug: bool = False, model_to_stdout: bool = False):
+        self.verbose = verbose
+        self.quiet = quiet
+        self.debug = debug
+        self.model_to_stdout = model_to_stdout
+        self.err = Console(stderr=True, highlight=False, soft_wrap=False)
+        self.out = Console(highlight=False, soft_wrap=True) if not model_to_stdout else self.err
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            self.err.print(msg)
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING
+    if verbose >= 2:
+        level = logging.DEBUG
+    elif verbose == 1:
+        level = logging.INFO
+    if quiet:
+        level = logging.ERROR
+    logger = logging.getLogger("graphopt")
+    for h in list(logger.handlers):
+        if getattr(h, "_graphopt_cli", False):
+            logger.removeHandler(h)
+    h = logging.StreamHandler(sys.stderr)
+    h._graphopt_cli = True  # type: ignore[attr-defined]
+    h.setFormatter(logging.Formatter("graphopt: %(message)s" if verbose < 2 else
+                                     "graphopt %(name)s: %(message)s"))
+    logger.addHandler(h)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def print_error(err: GraphoptError, *, debug: bool = False) -> None:
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(err.one_line())}")
+    if err.hint:
+        console.print(f"[dim]hint: {escape(err.hint)}[/]")
+    if debug:
+        import traceback
+
+        cause = err.__cause__ or err
+        console.print("".join(traceback.format_exception(type(cause), cause, cause.__traceback__)), markup=False)
+
+
+def escape(s: str) -> str:
+    from rich.markup import escape as _e
+
+    return _e(s)
+
+
+def handle_errors(fn: F) -> F:
+    """Run a command; turn errors into one stderr line, a hint, and the documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(kwargs.get("debug")) or os.environ.get("GRAPHOPT_DEBUG") == "1"
+        try:
+            return fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except GraphoptError as e:
+            print_error(e, debug=debug)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            Console(stderr=True).print("[red]interrupted[/]")
+            sys.exit(130)
+        except BrokenPipeError:
+            # a closed pipe downstream (e.g. `graphopt ... | head`): quiet exit, as Unix tools do
+            try:
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+            except OSError:
+                pass
+            sys.exit(1)
+        except Exception as e:  # noqa: BLE001 - the CLI boundary: nothing escapes as a traceback
+            reg = TranslatorRegistry()
+            install_defaults(reg)
+            err = reg.translate(e, stage="cli")
+            if err.exit_code == EXIT_INTERNAL and not debug:
+                err.hint = (err.hint + "; " if err.hint else "") + "rerun with --debug for the traceback"
+            print_error(err, debug=debug)
+            sys.exit(err.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def usage(msg: str, hint: str = "") -> UsageError:
+    return UsageError(msg, hint=hint)
+
+
+def common_options(fn: F) -> F:
+    """-v/-q/--debug on every command."""
+    fn = click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")(fn)
+    fn = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")(fn)
+    fn = click.option("-v", "--verbose", count=True,
+                      help="More detail: -v shows the JIT context's init steps and per-pass details.")(fn)
+    return fn

@@ -1,0 +1,260 @@
+"""Exception translators: foreign errors in, graphopt errors out.
+
+A :class:`TranslatorRegistry` maps exception types (protobuf, onnx checker and shape inference, every onnxruntime
+error class, the OS, memory) to functions that build a :class:`~graphopt.errors.GraphoptError` with a message for
+a person, a hint and a stable exit code. The most specific registered type along the exception's MRO wins. The
+registry is per context: a plugin or a test may add or override translators without touching anyone else's.
+
+``guard(stage, path=...)`` applies the table around a block: at load and save, around each pass, around
+validation, and at the CLI boundary. The `stage` picks the right error where the same foreign error means different
+things (a missing file at load is a bad input; at save it is an output problem).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import (
+    ExternalDataError,
+    GraphoptError,
+    InternalError,
+    InvalidModelError,
+    ModelDecodeError,
+    ModelNotFoundError,
+    ModelReadError,
+    OutputError,
+    ResourceError,
+    RuntimeUnavailable,
+    ShapeInferenceError,
+    UnsupportedModelError,
+)
+
+STAGES = ("load", "save", "check", "pass", "validate", "cli", "infer")
+
+
+@dataclass
+class TranslateContext:
+    stage: str
+    path: str | None = None
+
+
+Translator = Callable[[BaseException, TranslateContext], "GraphoptError | None"]
+
+
+@dataclass
+class _Entry:
+    exc_type: type
+    fn: Translator
+    name: str
+
+
+class TranslatorRegistry:
+    """Per-context table of exception translators."""
+
+    def __init__(self) -> None:
+        self._by_type: dict[type, _Entry] = {}
+
+    def register(self, exc_type: type, fn: Translator, *, name: str | None = None) -> None:
+        self._by_type[exc_type] = _Entry(exc_type, fn, name or exc_type.__name__)
+
+    def __len__(self) -> int:
+        return len(self._by_type)
+
+    def names(self) -> list[str]:
+        return [e.name for e in self._by_type.values()]
+
+    def translate(self, exc: BaseException, *, stage: str = "cli", path: str | None = None) -> GraphoptError:
+        """The graphopt error for `exc` (graphopt errors pass through, with the path filled in)."""
+        if isinstance(exc, GraphoptError):
+            if path and not exc.path:
+                exc.path = path
+            return exc
+        tctx = TranslateContext(stage, path)
+        for t in type(exc).__mro__:
+            e = self._by_type.get(t)
+            if e is None:
+                continue
+            out = e.fn(exc, tctx)
+            if out is not None:
+                if path and not out.path:
+                    out.path = path
+                out.__cause__ = exc
+                return out
+        err = InternalError(f"unexpected {type(exc).__name__}: {_first_line(exc)}", path=path)
+        err.__cause__ = exc
+        return err
+
+    @contextlib.contextmanager
+    def guard(self, stage: str, *, path: str | None = None) -> Iterator[None]:
+        """Translate any foreign exception raised in the block (KeyboardInterrupt and SystemExit pass)."""
+        try:
+            yield
+        except GraphoptError as e:
+            if path and not e.path:
+                e.path = path
+            raise
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as e:  # noqa: BLE001 - that is the point of a translator
+            raise self.translate(e, stage=stage, path=path) from e
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    # onnxruntime and onnx messages can run to pages; the first meaningful line is what a person needs
+    lines = [ln.strip() for ln in s.splitlines() if ln.strip()]
+    s = lines[0] if lines else type(e).__name__
+    return s if len(s) <= 400 else s[:397] + "..."
+
+
+def _where(t: TranslateContext) -> str:
+    return f"{t.path}: " if t.path else ""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The default table
+# ---------------------------------------------------------------------------------------------------------------
+def _os_error(e: BaseException, t: TranslateContext) -> GraphoptError:
+    assert isinstance(e, OSError)
+    fname = getattr(e, "filename", None) or t.path
+    where = f"{fname}: " if fname else ""
+    if t.stage == "save":
+        if e.errno == errno.ENOSPC:
+            return OutputError(f"{where}no space left on the device", hint="free disk space or write elsewhere")
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return OutputError(f"{where}permission denied", hint="choose an output folder you can write to")
+        if e.errno == errno.EISDIR:
+            return OutputError(f"{where}is a directory", hint="give a file name for the output")
+        if e.errno == errno.ENOENT:
+            return OutputError(f"{where}the output folder does not exist", hint="create the folder first")
+        if e.errno == errno.EROFS:
+            return OutputError(f"{where}read-only file system")
+        return OutputError(f"{where}cannot write: {e.strerror or e}")
+    if isinstance(e, FileNotFoundError) or e.errno == errno.ENOENT:
+        return ModelNotFoundError(f"{where}no such file")
+    if isinstance(e, PermissionError) or e.errno in (errno.EACCES, errno.EPERM):
+        return ModelReadError(f"{where}permission denied", hint="check the file's permissions")
+    if isinstance(e, IsADirectoryError) or e.errno == errno.EISDIR:
+        return ModelReadError(f"{where}is a directory, not a model file")
+    if e.errno == errno.ENOSPC:
+        return OutputError(f"{where}no space left on the device", hint="free disk space (temporary files too)")
+    return ModelReadError(f"{where}I/O error: {e.strerror or e}")
+
+
+def _decode_error(e: BaseException, t: TranslateContext) -> GraphoptError:
+    return ModelDecodeError(f"{_where(t)}not a valid ONNX model (protobuf decoding failed: truncated or "
+                            f"corrupted file?)")
+
+
+def _checker_error(e: BaseException, t: TranslateContext) -> GraphoptError:
+    msg = _first_line(e)
+    low = msg.lower()
+    if "ir_version" in low and ("unsupported" in low or "higher" in low or "newer" in low):
+        return UnsupportedModelError(f"{_where(t)}unsupported IR version: {msg}")
+    if "opset" in low and ("unsupported" in low or "higher" in low or "not supported" in low
+                           or "newer" in low):
+        return UnsupportedModelError(f"{_where(t)}unsupported opset: {msg}")
+    if "external" in low and ("data" in low or "file" in low):
+        return ExternalDataError(f"{_where(t)}external data problem: {msg}")
+    return InvalidModelError(f"{_where(t)}the ONNX checker rejects the model: {msg}")
+
+
+def _inference_error(e: BaseException, t: TranslateContext) -> GraphoptError:
+    return ShapeInferenceError(f"{_where(t)}shape inference failed: {_first_line(e)}")
+
+
+def _memory_error(e: BaseException, t: TranslateContext) -> GraphoptError:
+    return ResourceError(f"{_where(t)}out of memory during {t.stage}")
+
+
+def _recursion_error(e: BaseException, t: TranslateContext) -> GraphoptError:
+    return InternalError(f"{_where(t)}the model is nested too deeply to process (recursion limit)",
+                         hint="this is a limit of graphopt; please report the model")
+
+
+_ORT_KINDS = {
+    # onnxruntime error class -> (what it means, hint)
+    "Fail": ("onnxruntime failed", "onnxruntime cannot handle this model"),
+    "InvalidArgument": ("onnxruntime rejected an argument", "check input names, dtypes and shapes"),
+    "NoSuchFile": ("onnxruntime could not find a file", "check the model path and its external data files"),
+    "NoModel": ("onnxruntime found no model", "the file is not a loadable ONNX model"),
+    "EngineError": ("onnxruntime engine error", "onnxruntime cannot run this model"),
+    "RuntimeException": ("onnxruntime runtime failure", "the model failed while running in onnxruntime"),
+    "InvalidProtobuf": ("onnxruntime could not parse the model", "the model file is corrupted or truncated"),
+    "ModelLoaded": ("onnxruntime: model already loaded", "this is a bug in graphopt"),
+    "NotImplemented": ("onnxruntime does not implement an operator of this model",
+                       "the model uses an operator or type onnxruntime lacks (custom op? too-new opset?)"),
+    "InvalidGraph": ("onnxruntime rejects the graph", "the model breaks ONNX rules onnxruntime enforces"),
+    "EPFail": ("an onnxruntime execution provider failed", "try the CPU execution provider"),
+    "ModelLoadCanceled": ("onnxruntime model loading was cancelled", ""),
+    "ModelRequiresCompilation": ("onnxruntime: the model requires compilation", ""),
+    "NotFound": ("onnxruntime: not found", ""),
+}
+
+
+def _ort_translator(kind: str) -> Translator:
+    what, hint = _ORT_KINDS.get(kind, ("onnxruntime error", ""))
+
+    def fn(e: BaseException, t: TranslateContext) -> GraphoptError:
+        msg = _first_line(e)
+        # onnxruntime prefixes messages with "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : "; keep the substance
+        if "] : " in msg:
+            msg = msg.rsplit(" : ", 1)[-1]
+        if t.stage in ("load", "check") and kind in ("InvalidProtobuf", "NoModel"):
+            return ModelDecodeError(f"{_where(t)}{what}: {msg}", hint=hint or None)
+        if t.stage in ("load", "check") and kind == "InvalidGraph":
+            return InvalidModelError(f"{_where(t)}{what}: {msg}", hint=hint or None)
+        err = RuntimeUnavailable(f"{_where(t)}{what}: {msg}", hint=hint or None)
+        err.details["ort_error"] = kind
+        return err
+
+    return fn
+
+
+def install_defaults(reg: TranslatorRegistry) -> None:
+    """Fill `reg` with graphopt's standard translators."""
+    reg.register(OSError, _os_error, name="OSError")
+    reg.register(MemoryError, _memory_error, name="MemoryError")
+    reg.register(RecursionError, _recursion_error, name="RecursionError")
+    try:
+        from google.protobuf.message import DecodeError, EncodeError
+
+        reg.register(DecodeError, _decode_error, name="protobuf.DecodeError")
+        reg.register(EncodeError, lambda e, t: OutputError(
+            f"{_where(t)}the model cannot be serialized ({_first_line(e)}); it may be over protobuf's 2 GB limit",
+            hint="write to a file so that large tensors go to external data"), name="protobuf.EncodeError")
+    except ImportError:  # pragma: no cover - protobuf comes with onnx
+        pass
+    try:
+        import onnx.checker
+        import onnx.shape_inference
+
+        reg.register(onnx.checker.ValidationError, _checker_error, name="onnx.checker.ValidationError")
+        reg.register(onnx.shape_inference.InferenceError, _inference_error, name="onnx.shape_inference.InferenceError")
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+        for kind in _ORT_KINDS:
+            cls = getattr(ort_state, kind, None)
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                reg.register(cls, _ort_translator(kind), name=f"onnxruntime.{kind}")
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def ort_error_classes() -> dict[str, type]:
+    """The onnxruntime error classes present in the installed onnxruntime (for tests and docs)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    out: dict[str, Any] = {}
+    for kind in _ORT_KINDS:
+        cls = getattr(ort_state, kind, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            out[kind] = cls
+    return out

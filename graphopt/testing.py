@@ -1,0 +1,183 @@
+"""Helpers for graphopt's tests (and for anyone testing a pass of their own).
+
+Tiny graphs are written in ONNX text (``onnx.parser``) with seeded numpy initializers; outputs are compared with
+the real onnxruntime, never a mock.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx.parser
+
+from .ir import serde
+from .ir.core import Model
+from .ir.verify import verify
+
+ModelLike = Any  # Model | onnx.ModelProto | bytes
+
+
+def from_text(text: str, inits: Mapping[str, Any] | None = None, *, ir_version: int | None = None) -> Model:
+    """A Model from ONNX text; `inits` adds initializers (numpy arrays) by name."""
+    mp = onnx.parser.parse_model(text)
+    if ir_version is not None:
+        mp.ir_version = ir_version
+    for name, arr in (inits or {}).items():
+        mp.graph.initializer.append(onnx.numpy_helper.from_array(np.asarray(arr), name))
+    return serde.from_proto(mp)
+
+
+def snapshot(model: ModelLike) -> bytes:
+    """Serialized bytes of a model (take one before running a pass that mutates in place)."""
+    if isinstance(model, Model):
+        return serde.dumps(model)
+    if isinstance(model, onnx.ModelProto):
+        return model.SerializeToString()
+    return bytes(model)
+
+
+def to_proto(model: ModelLike) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    mp = onnx.ModelProto()
+    mp.ParseFromString(snapshot(model))
+    return mp
+
+
+def op_types(model: ModelLike, recursive: bool = True) -> list[str]:
+    """Op types in graph order (subgraph nodes follow their owner when `recursive`)."""
+    if isinstance(model, Model):
+        nodes = model.graph.all_nodes() if recursive else iter(model.graph)
+        return [n.op_type for n in nodes]
+    mp = to_proto(model)
+    out: list[str] = []
+
+    def walk(g: onnx.GraphProto) -> None:
+        for n in g.node:
+            out.append(n.op_type)
+            if recursive:
+                for a in n.attribute:
+                    if a.type == onnx.AttributeProto.GRAPH:
+                        walk(a.g)
+                    elif a.type == onnx.AttributeProto.GRAPHS:
+                        for sg in a.graphs:
+                            walk(sg)
+
+    walk(mp.graph)
+    return out
+
+
+def count_ops(model: ModelLike, recursive: bool = True) -> collections.Counter[str]:
+    return collections.Counter(op_types(model, recursive))
+
+
+def assert_valid(model: ModelLike, *, full_check: bool = True) -> None:
+    """IR invariants (for a Model) plus onnx.checker (full check: with shape inference) plus an onnxruntime load."""
+    if isinstance(model, Model):
+        verify(model)
+    mp = to_proto(model)
+    onnx.checker.check_model(mp, full_check=full_check)
+    session(mp)
+
+
+def real_inputs(mp: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs a caller must feed (initializer-backed inputs excluded)."""
+    inits = {t.name for t in mp.graph.initializer} | {t.values.name for t in mp.graph.sparse_initializer}
+    return [i for i in mp.graph.input if i.name not in inits]
+
+
+def session(model: ModelLike, *, optimize: bool = False) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(snapshot(model), so, providers=["CPUExecutionProvider"])
+
+
+_NP = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64, 9: np.bool_,
+       10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64}
+
+
+def random_inputs(model: ModelLike, dims: Mapping[str, int] | None = None, *, seed: int = 0,
+                  default_dim: int = 3, int_high: int = 4) -> dict[str, np.ndarray]:
+    """Random feeds for a model's real inputs: symbolic dims bound from `dims` (else `default_dim`)."""
+    mp = to_proto(model)
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for vi in real_inputs(mp):
+        tt = vi.type.tensor_type
+        shape = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value"):
+                shape.append(d.dim_value)
+            elif d.HasField("dim_param") and dims and d.dim_param in dims:
+                shape.append(dims[d.dim_param])
+            else:
+                shape.append(default_dim)
+        dt = np.dtype(_NP.get(tt.elem_type, np.float32))
+        if dt.kind == "f":
+            arr = rng.standard_normal(shape).astype(dt)
+        elif dt.kind in "iu":
+            arr = rng.integers(0, int_high, size=shape).astype(dt)
+        elif dt.kind == "b":
+            arr = rng.random(shape) > 0.5
+        else:
+            arr = np.zeros(shape, dt)
+        feeds[vi.name] = arr
+    return feeds
+
+
+def run(model: ModelLike, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    sess = session(model)
+    names = {i.name for i in sess.get_inputs()}
+    return sess.run(None, {k: v for k, v in feeds.items() if k in names})
+
+
+def assert_same_outputs(original: ModelLike, optimized: ModelLike, *,
+                        bindings: Sequence[Mapping[str, int]] | None = None, seeds: Iterable[int] = (0, 1),
+                        rtol: float = 1e-4, atol: float = 1e-5, int_high: int = 4) -> None:
+    """Run both models in onnxruntime on the same random inputs (for each dim binding and seed) and compare
+    every output: names, count, dtypes, shapes and values."""
+    a = to_proto(original)
+    b = to_proto(optimized)
+    assert [o.name for o in a.graph.output] == [o.name for o in b.graph.output], "output names differ"
+    assert [i.name for i in real_inputs(a)] == [i.name for i in real_inputs(b)], "input names differ"
+    sa, sb = session(a), session(b)
+    for binding in bindings or [{}]:
+        for seed in seeds:
+            feeds = random_inputs(a, binding, seed=seed, int_high=int_high)
+            ra = sa.run(None, feeds)
+            rb = sb.run(None, {k: v for k, v in feeds.items() if k in {i.name for i in sb.get_inputs()}})
+            assert len(ra) == len(rb)
+            for name, x, y in zip([o.name for o in a.graph.output], ra, rb):
+                x, y = np.asarray(x), np.asarray(y)
+                assert x.dtype == y.dtype, f"{name}: dtype {x.dtype} != {y.dtype}"
+                assert x.shape == y.shape, f"{name}: shape {x.shape} != {y.shape} (binding {binding})"
+                if x.dtype.kind in "fc":
+                    np.testing.assert_allclose(y, x, rtol=rtol, atol=atol, err_msg=f"output {name!r}",
+                                               equal_nan=True)
+                else:
+                    np.testing.assert_array_equal(y, x, err_msg=f"output {name!r}")
+
+
+def run_pass(model: Model, name: str, ctx: Any = None, **options: Any) -> Any:
+    """Run one registered pass (with options) on `model` through a PassManager; returns the PipelineRecord.
+
+    The pass runs once (max one round), strictly: a failure raises instead of rolling back.
+    """
+    from .jit import init
+    from .pipeline import PipelineConfig
+
+    if ctx is None:
+        ctx = init(model, PipelineConfig(passes=[]), plugins=False)
+    p = ctx.passes.create(name, **options)
+    from .passes.base import PassManager
+
+    return PassManager(ctx, [p], max_rounds=1, strict=True, verify_each=True).run(model)

@@ -37,8 +37,17 @@ try:  # the CI check command lands with the validation work
     from .check import check_cmd
 
     main.add_command(check_cmd)
-except ImportError:  # pragma: no cover
-    pass
+except ImportError as _e:  # pragma: no cover
+    if _e.name != "graphopt.cli.check":
+        raise
+
+try:  # `graphopt explain`: why a fusion rule did (not) fire
+    from .explain_cmd import explain_cmd
+
+    main.add_command(explain_cmd)
+except ImportError as _e:  # pragma: no cover
+    if _e.name != "graphopt.cli.explain_cmd":
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -811,7 +811,8 @@ class _Writer:
     # -- nodes -------------------------------------------------------------------------------------------------
     def node_bytes(self, n: Node) -> bytes:
         p = n._proto
-        if not n._dirty and p is not None and n not in self.ext_nodes:
+        # A node with subgraphs never writes its loaded message: loading moved the subgraphs' lists out of it.
+        if not n._dirty and p is not None and not n._subgraphs and n not in self.ext_nodes:
             return p.SerializeToString()
         return self.node_proto(n).SerializeToString()
 

@@ -100,6 +100,12 @@ def parse_model_proto(data: bytes, path: str | None = None) -> onnx.ModelProto:
         raise UnsupportedModelError(
             f"{where}: ir_version {mp.ir_version} is newer than this onnx package supports "
             f"({onnx.IR_VERSION})", path=path)
+    newest = onnx.defs.onnx_opset_version()
+    for o in mp.opset_import:
+        if o.domain in ("", "ai.onnx") and o.version > newest:
+            raise UnsupportedModelError(
+                f"{where}: opset {o.version} of the default domain is newer than this onnx package knows "
+                f"({newest})", path=path)
     return mp
 
 

@@ -193,6 +193,7 @@ _ORT_KINDS = {
     "ModelLoadCanceled": ("onnxruntime model loading was cancelled", ""),
     "ModelRequiresCompilation": ("onnxruntime: the model requires compilation", ""),
     "NotFound": ("onnxruntime: not found", ""),
+    "DeviceReset": ("onnxruntime: the device was reset", "retry on the CPU execution provider"),
 }
 
 

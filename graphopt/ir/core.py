@@ -687,6 +687,31 @@ class Node:
         return f"Node({dom}{self.op_type}({ins}) -> {outs}{' ' + repr(nm) if nm else ''})"
 
 
+def _nested_registration(node: Node, on: bool) -> None:
+    """Register (`on`) or unregister the uses and graph-output marks held by the nodes and outputs of `node`'s
+    subgraphs, at any depth. Idempotent both ways; called when `node` is linked into or unlinked from a graph, so
+    that removing (or moving) a node with subgraphs keeps the use-def of outer values exact."""
+    stack = list(node._subgraphs or ())
+    while stack:
+        g = stack.pop()
+        for n in g:
+            if on:
+                n._register_uses()
+            else:
+                n._unregister_uses()
+            if n._subgraphs:
+                stack.extend(n._subgraphs)
+        for v in dict.fromkeys(g._outputs):
+            og = v._out_graphs
+            if on:
+                if og is None or not any(x is g for x in og):
+                    slots = sum(1 for x in g._outputs if x is v)
+                    v._out_graphs = (og or []) + [g] * slots
+            elif og is not None:
+                rest = [x for x in og if x is not g]
+                v._out_graphs = rest or None
+
+
 class _Sentinel:
     __slots__ = ("_prev", "_next", "_erased")
 
@@ -853,6 +878,8 @@ class Graph:
         node.graph = self
         self._count += 1
         node._register_uses()
+        if node._subgraphs:
+            _nested_registration(node, True)
         m = self.model
         if node._subgraphs:
             for sg in node._subgraphs:
@@ -881,6 +908,9 @@ class Graph:
         node.graph = None
         self._count -= 1
         node._unregister_uses()
+        if node._subgraphs:
+            # a removed node's subgraphs must not keep outer values alive (nor mark them as graph outputs)
+            _nested_registration(node, False)
         for v in node._outputs:
             self._value_info.pop(v, None)
         self._touch()

@@ -1,0 +1,227 @@
+"""Dead-code elimination: drop what nothing reads.
+
+What goes, in one run (a second run finds nothing):
+
+* nodes none of whose outputs is read (a read inside a subgraph counts: the IR registers it as a use) and none of
+  whose outputs is a graph output; in subgraphs too. Subgraph inputs and outputs are positional interface of
+  If/Loop/Scan and always stay, and so do the main graph's inputs and outputs. A node with no outputs at all is
+  kept: it can only exist for an effect we cannot see;
+* unused initializers. Before IR version 4 every initializer is also listed as a graph input, which is plumbing,
+  not interface: the matching input goes with it. From IR version 4 on, an initializer that is also a graph input
+  is an overridable default, part of the interface: both stay;
+* value_info entries naming no value (declarations of removed values go with their nodes, in the IR);
+* model-local functions that no node calls, directly or through another used function (including nodes nested in
+  the functions' own subgraph attributes);
+* opset imports of domains that no node of the graphs or of a used function needs. The default domain always
+  stays, and so does every domain a used function imports.
+
+Liveness is decided in one reverse walk per graph: a node is visited after every node of the same graph that could
+read it, and a node that owns subgraphs is cleaned inside before it is decided on. When a removal leaves a producer
+unread, the producer is removed at once through a worklist, so the result does not depend on the walk order and
+nothing is ever swept twice: the work is linear in the size of the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..ir.core import Graph, Model, Node
+from .base import Pass, PassResult
+
+log = logging.getLogger(__name__)
+
+_ATTR_GRAPH = 5  # AttributeProto.GRAPH
+_ATTR_GRAPHS = 10  # AttributeProto.GRAPHS
+
+
+def _domain(d: str) -> str:
+    """The canonical spelling of a domain ("ai.onnx" is the default domain "")."""
+    return "" if d == "ai.onnx" else d
+
+
+def attached(node: Node) -> bool:
+    """Whether `node` is in a graph that is still part of its model (every owner up the chain is alive)."""
+    n: Node | None = node
+    while n is not None:
+        if not n.is_alive:
+            return False
+        g = n.graph
+        assert g is not None
+        n = g.owner
+    return True
+
+
+@dataclass(frozen=True)
+class DeadCodeElimination(Pass):
+    """Removes unread nodes, unused initializers, orphan value_info, unused functions and opset imports."""
+
+    name: ClassVar[str] = "dce"
+    kind: ClassVar[str] = "cleanup"
+    summary: ClassVar[str] = ("remove nodes nothing reads, unused initializers, value_info, functions and "
+                              "opset imports")
+    presets: ClassVar[frozenset[str]] = frozenset({"O1", "O2", "O3"})
+
+    def run(self, model: Model, ctx: Any) -> PassResult:
+        ctx.current_step = "nodes"
+        nodes = _Sweeper(ctx).sweep(model.graph)
+        ctx.current_node = None
+        ctx.current_step = "initializers"
+        inits, inputs = _drop_initializers(model)
+        ctx.current_step = "value_info"
+        vis = sum(g.clear_orphan_value_info() for g in model.graph.all_graphs())
+        ctx.current_step = "functions and opsets"
+        funcs, opsets = _drop_functions_and_opsets(model)
+        ctx.current_step = None
+        return PassResult.of(nodes_removed=nodes, initializers_removed=inits, inputs_removed=inputs,
+                             value_info_removed=vis, functions_removed=funcs, opsets_removed=opsets)
+
+
+class _Sweeper:
+    """The node part of DCE: a reverse walk per graph plus a worklist of producers that removals left unread."""
+
+    def __init__(self, ctx: Any):
+        self.ctx = ctx
+        self.removed = 0
+        self.work: list[Node] = []
+
+    def sweep(self, graph: Graph) -> int:
+        self._graph(graph)
+        return self.removed
+
+    def _graph(self, g: Graph) -> None:
+        # A snapshot: the worklist may remove nodes we have not reached yet; they are skipped below.
+        for n in list(g.reversed()):
+            if not n.is_alive:
+                continue
+            if self._try_remove(n):
+                self._drain()
+                continue
+            subs = n.subgraphs()
+            if subs:
+                # The node stays: clean its subgraphs now, before the walk reaches the producers they read.
+                for sg in subs:
+                    self._graph(sg)
+
+    def _dead(self, n: Node) -> bool:
+        outs = n.outputs
+        if not outs:
+            return False  # a node with no outputs exists only for an effect we cannot see
+        return not any(v.is_used() for v in outs)
+
+    def _try_remove(self, n: Node) -> bool:
+        if not self._dead(n):
+            return False
+        self.ctx.current_node = n
+        g = n.graph
+        assert g is not None
+        # Collect what the node reads (its subgraphs' reads of outer values included) before removing it: the
+        # producers of these values may be left unread.
+        read = [v for v in n.inputs if v is not None]
+        if n.subgraphs():
+            read.extend(n.implicit_inputs())
+        g.remove(n)
+        self.removed += 1
+        for v in read:
+            p = v.producer
+            if p is not None and not v.is_used():
+                self.work.append(p)
+        return True
+
+    def _drain(self) -> None:
+        work = self.work
+        while work:
+            p = work.pop()
+            if attached(p):
+                self._try_remove(p)
+
+
+def _drop_initializers(model: Model) -> tuple[int, int]:
+    """Remove unread initializers in every graph; returns (initializers removed, graph inputs removed)."""
+    n_inits = n_inputs = 0
+    for g in model.graph.all_graphs():
+        inputs = g.inputs
+        input_set = set(inputs) if g.initializers else set()
+        dead = [v for v in g.initializers.values() if not v.is_used()]
+        for v in dead:
+            if v in input_set:
+                # IR>=4: an initializer listed as an input is an overridable default (interface). IR<4: every
+                # initializer is listed as an input of the main graph, as plumbing. Subgraph inputs are positional.
+                if g.owner is not None or model.ir_version >= 4:
+                    continue
+                g.remove_input(v)
+                n_inputs += 1
+            g.remove_initializer(v)
+            n_inits += 1
+    return n_inits, n_inputs
+
+
+def _proto_graph_nodes(nodes: Any) -> Any:
+    """Every NodeProto of a function body, nested graph attributes included (no onnx import needed)."""
+    stack = [nodes]
+    while stack:
+        for np_ in stack.pop():
+            yield np_
+            for a in np_.attribute:
+                if a.type == _ATTR_GRAPH:
+                    stack.append(a.g.node)
+                elif a.type == _ATTR_GRAPHS:
+                    for sg in a.graphs:
+                        stack.append(sg.node)
+
+
+def _fkey(domain: str, name: str, overload: str) -> tuple[str, str, str]:
+    return (_domain(domain), name, overload)
+
+
+def _drop_functions_and_opsets(model: Model) -> tuple[int, int]:
+    """Remove uncalled model-local functions, then opset imports no kept node needs."""
+    template = getattr(model, "_template", None)
+    if template is not None and len(getattr(template, "training_info", ())):
+        # training_info graphs (kept verbatim in the template) may call functions and use domains we do not
+        # walk: do not guess.
+        return 0, 0
+    functions = list(model.functions)
+    by_key: dict[tuple[str, str, str], Any] = {}
+    for f in functions:
+        by_key.setdefault(_fkey(f.domain, f.name, getattr(f, "overload", "")), f)
+
+    domains: dict[str, None] = {"": None}
+    used: dict[int, Any] = {}  # id(FunctionProto) -> FunctionProto, in discovery order
+    work: list[Any] = []
+    for n in model.graph.all_nodes():
+        d = _domain(n.domain)
+        domains[d] = None
+        if by_key:
+            f = by_key.get((d, n.op_type, n.overload))
+            if f is not None and id(f) not in used:
+                used[id(f)] = f
+                work.append(f)
+    while work:
+        f = work.pop()
+        for o in f.opset_import:
+            domains[_domain(o.domain)] = None
+        for np_ in _proto_graph_nodes(f.node):
+            d = _domain(np_.domain)
+            domains[d] = None
+            g = by_key.get((d, np_.op_type, getattr(np_, "overload", "")))
+            if g is not None and id(g) not in used:
+                used[id(g)] = g
+                work.append(g)
+
+    n_funcs = 0
+    if len(used) != len(functions):
+        kept = [f for f in functions if id(f) in used]
+        n_funcs = len(functions) - len(kept)
+        for f in functions:
+            if id(f) not in used:
+                log.debug("dce: dropping unused function %s::%s", f.domain, f.name)
+        model.set_functions(kept)
+
+    imports = model.opset_imports
+    keep = {d: v for d, v in imports.items() if _domain(d) in domains}
+    n_opsets = len(imports) - len(keep)
+    if n_opsets:
+        model.set_opset_imports(keep)
+    return n_funcs, n_opsets

@@ -7,6 +7,8 @@ the real onnxruntime, never a mock.
 from __future__ import annotations
 
 import collections
+import dataclasses
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -181,3 +183,111 @@ def run_pass(model: Model, name: str, ctx: Any = None, **options: Any) -> Any:
     from .passes.base import PassManager
 
     return PassManager(ctx, [p], max_rounds=1, strict=True, verify_each=True).run(model)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The ONNX corpus: models shipped in the onnx package's backend test data and the node test suite
+# ----------------------------------------------------------------------------------------------------------------
+RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                        "Bernoulli"})
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusCase:
+    """One corpus model: a file under onnx/backend/test/data, or a node-suite case by name."""
+
+    id: str
+    path: str | None = None
+    node_name: str | None = None
+    rtol: float = 1e-3
+    atol: float = 1e-7
+
+
+def _data_dir() -> str:
+    import os
+
+    return os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
+
+
+@functools.cache
+def _node_suite() -> dict[str, Any]:
+    import warnings
+
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the case generators divide by zero on purpose
+        return {c.name: c for c in collect_testcases(None)}
+
+
+def corpus_cases(*, files: bool = True, nodes: bool = True) -> list[CorpusCase]:
+    """Every model file of onnx's backend test data, and every node-suite case (1,884 with onnx 1.23)."""
+    import glob
+    import os
+
+    out: list[CorpusCase] = []
+    if files:
+        root = _data_dir()
+        for p in sorted(glob.glob(os.path.join(root, "**", "*.onnx"), recursive=True)):
+            rel = os.path.relpath(p, root)
+            cid = rel[: -len("/model.onnx")] if rel.endswith("/model.onnx") else rel[: -len(".onnx")]
+            out.append(CorpusCase(id=cid, path=p))
+    if nodes:
+        for name, c in _node_suite().items():
+            out.append(CorpusCase(id=f"node/{name}", node_name=name, rtol=c.rtol, atol=c.atol))
+    return out
+
+
+def corpus_model_bytes(case: CorpusCase) -> bytes:
+    if case.path is not None:
+        with open(case.path, "rb") as f:
+            return f.read()
+    assert case.node_name is not None
+    return _node_suite()[case.node_name].model.SerializeToString()
+
+
+def corpus_data_sets(case: CorpusCase) -> list[tuple[list[Any], list[Any]]]:
+    """(inputs, expected outputs) pairs, in graph order; empty when the corpus gives none."""
+    import glob
+    import os
+
+    if case.node_name is not None:
+        c = _node_suite()[case.node_name]
+        return [(list(i), list(o)) for i, o in (c.data_sets or [])]
+    assert case.path is not None
+    out = []
+    for d in sorted(glob.glob(os.path.join(os.path.dirname(case.path), "test_data_set_*"))):
+        ins = [_read_pb(p) for p in sorted(glob.glob(os.path.join(d, "input_*.pb")), key=_pb_index)]
+        outs = [_read_pb(p) for p in sorted(glob.glob(os.path.join(d, "output_*.pb")), key=_pb_index)]
+        out.append((ins, outs))
+    return out
+
+
+def _pb_index(p: str) -> int:
+    import os
+
+    return int(os.path.basename(p).split("_")[1].split(".")[0])
+
+
+def _read_pb(path: str) -> Any:
+    """A tensor, sequence, map or optional stored as a .pb file in onnx's test data (as a Python value)."""
+    from onnx import numpy_helper
+
+    with open(path, "rb") as f:
+        data = f.read()
+    t = onnx.TensorProto()
+    t.ParseFromString(data)
+    if t.data_type != 0 or t.dims or t.raw_data:
+        return numpy_helper.to_array(t)
+    for cls, conv in ((onnx.SequenceProto, numpy_helper.to_list), (onnx.OptionalProto, numpy_helper.to_optional),
+                      (onnx.MapProto, numpy_helper.to_dict)):
+        m = cls()
+        try:
+            m.ParseFromString(data)
+        except Exception:  # noqa: BLE001 - try the next container type
+            continue
+        try:
+            return conv(m)
+        except Exception:  # noqa: BLE001
+            continue
+    return numpy_helper.to_array(t)

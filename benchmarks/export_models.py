@@ -1,0 +1,393 @@
+"""Export a folder of small, real PyTorch models to ONNX for the side-by-side benchmark.
+
+    pip install torch==2.13.0
+    python benchmarks/export_models.py [--out benchmarks/models] [--only bert_ts,gpt_ts]
+
+Every model is defined here in plain torch.nn (no torchvision), built from a fixed seed, and exported by one of
+torch's two ONNX exporters, so the graphs carry the shape arithmetic, casts and constant subgraphs that exporters
+really emit. Each file is a few MB at most. torch is imported only by this script: graphopt never depends on it.
+
+Models (name: what, exporter):
+  bert_ts:         BERT-like encoder (2 layers, MHA, LayerNorm, GELU), dynamic batch/seq; TorchScript, opset 17
+  bert_dynamo:     the same module; dynamo exporter (its default optimize=True, as a user gets it)
+  bert_dynamo_raw: the same module; dynamo exporter with optimize=False (the graph before onnxscript's cleanup)
+  resnet_ts:       small ResNet-style CNN with BatchNorm (eval), dynamic batch; TorchScript with
+                   do_constant_folding=False (with it, the exporter fuses BN into Conv itself)
+  crnn_ts:         CRNN/OCR-like (conv + BiLSTM + GRU + linear), dynamic batch/width; TorchScript
+  control_flow_ts: torch.jit.script module with an `if` on a tensor and a `for` loop -> If/Loop; TorchScript
+  gpt_ts:          GPT-style decoder, causal mask from shape ops, dynamic batch/seq; TorchScript
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+OPSET = 17
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model definitions
+# ---------------------------------------------------------------------------------------------------------------
+
+class SelfAttention(nn.Module):
+    """Multi-head attention written out with view/transpose, the way most hand-written encoders are."""
+
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = hidden // heads
+        self.q = nn.Linear(hidden, hidden)
+        self.k = nn.Linear(hidden, hidden)
+        self.v = nn.Linear(hidden, hidden)
+        self.o = nn.Linear(hidden, hidden)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, s = x.size(0), x.size(1)
+        return x.view(b, s, self.heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._split(self.q(x)), self._split(self.k(x)), self._split(self.v(x))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        probs = torch.softmax(scores + bias, dim=-1)
+        ctx = torch.matmul(probs, v).transpose(1, 2).contiguous()
+        b, s = x.size(0), x.size(1)
+        return self.o(ctx.view(b, s, self.heads * self.head_dim))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, hidden: int, heads: int, ffn: int) -> None:
+        super().__init__()
+        self.attn = SelfAttention(hidden, heads)
+        self.ln1 = nn.LayerNorm(hidden)
+        self.ff1 = nn.Linear(hidden, ffn)
+        self.act = nn.GELU()
+        self.ff2 = nn.Linear(ffn, hidden)
+        self.ln2 = nn.LayerNorm(hidden)
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        x = self.ln1(x + self.drop(self.attn(x, bias)))
+        return self.ln2(x + self.drop(self.ff2(self.act(self.ff1(x)))))
+
+
+class TinyBert(nn.Module):
+    """Embeddings (word + position + token type) -> LayerNorm -> 2 encoder layers -> hidden states + pooled."""
+
+    def __init__(self, vocab: int = 1000, hidden: int = 64, heads: int = 4, ffn: int = 128, layers: int = 2,
+                 max_pos: int = 128) -> None:
+        super().__init__()
+        self.word = nn.Embedding(vocab, hidden)
+        self.pos = nn.Embedding(max_pos, hidden)
+        self.tok_type = nn.Embedding(2, hidden)
+        self.ln = nn.LayerNorm(hidden)
+        self.layers = nn.ModuleList(EncoderLayer(hidden, heads, ffn) for _ in range(layers))
+        self.pool = nn.Linear(hidden, hidden)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seq = input_ids.size(1)
+        pos_ids = torch.arange(seq, dtype=torch.long, device=input_ids.device).unsqueeze(0)
+        type_ids = torch.zeros_like(input_ids)
+        x = self.ln(self.word(input_ids) + self.pos(pos_ids) + self.tok_type(type_ids))
+        # The classic additive mask: [batch, 1, 1, seq], 0 where attended, a large negative where padded.
+        bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * -10000.0
+        for layer in self.layers:
+            x = layer(x, bias)
+        pooled = torch.tanh(self.pool(x[:, 0]))
+        return x, pooled
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idn = x if self.down is None else self.down(x)
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + idn)
+
+
+class TinyResNet(nn.Module):
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.layers = nn.Sequential(BasicBlock(16, 16, 1), BasicBlock(16, 32, 2), BasicBlock(32, 32, 1),
+                                    BasicBlock(32, 64, 2), BasicBlock(64, 64, 1))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+
+
+class TinyCRNN(nn.Module):
+    """Text-line recognizer: conv feature extractor over a 32-pixel-high image, BiLSTM + GRU over width, CTC head."""
+
+    def __init__(self, classes: int = 37, hidden: int = 48) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int, pool: tuple[int, int]) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(pool))
+
+        self.cnn = nn.Sequential(block(1, 16, (2, 2)), block(16, 32, (2, 2)), block(32, 64, (2, 1)),
+                                 block(64, 64, (2, 1)))  # height 32 -> 2
+        self.lstm = nn.LSTM(64 * 2, hidden, num_layers=1, bidirectional=True)
+        self.gru = nn.GRU(2 * hidden, hidden)
+        self.fc = nn.Linear(hidden, classes)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        f = self.cnn(img)                                   # [b, c, h, w]
+        b, c, h, w = f.size(0), f.size(1), f.size(2), f.size(3)
+        seq = f.view(b, c * h, w).permute(2, 0, 1)          # [w, b, c*h]
+        seq, _ = self.lstm(seq)
+        seq, _ = self.gru(seq)
+        return torch.log_softmax(self.fc(seq), dim=-1)      # [w, b, classes]
+
+
+class ControlFlow(nn.Module):
+    """Data-dependent control flow that only scripting keeps: an `if` on a tensor value and a `for` loop whose
+    trip count comes from the input's shape; the loop body carries constant arithmetic that folds."""
+
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.a = nn.Linear(dim, dim)
+        self.b = nn.Linear(dim, dim)
+        self.c = nn.Linear(dim, dim)
+        self.register_buffer("scale", torch.full((dim,), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.sum() > 0):
+            y = torch.relu(self.a(x))
+        else:
+            y = torch.tanh(self.b(x)) * 2.0
+        acc = torch.zeros_like(y)
+        for i in range(x.size(0)):
+            step = self.scale * 2.0 + 1.0 - self.scale.size(0) / 16.0   # constant per iteration
+            acc = acc + self.c(y) * step / float(i + 1)
+        return acc + y
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, c = x.size(0), x.size(1), x.size(2)
+        q, k, v = self.qkv(x).split(c, dim=2)
+        q = q.view(b, s, self.heads, c // self.heads).transpose(1, 2)
+        k = k.view(b, s, self.heads, c // self.heads).transpose(1, 2)
+        v = v.view(b, s, self.heads, c // self.heads).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        # Causal mask built from the runtime sequence length (shape ops in the graph, not a baked buffer).
+        mask = torch.tril(torch.ones(s, s, dtype=torch.bool, device=x.device))
+        att = att.masked_fill(~mask, float("-inf"))
+        y = torch.softmax(att, dim=-1) @ v
+        return self.proj(y.transpose(1, 2).contiguous().view(b, s, c))
+
+
+class GPTBlock(nn.Module):
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(hidden)
+        self.attn = CausalSelfAttention(hidden, heads)
+        self.ln2 = nn.LayerNorm(hidden)
+        self.mlp = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(approximate="tanh"),
+                                 nn.Linear(4 * hidden, hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class TinyGPT(nn.Module):
+    def __init__(self, vocab: int = 512, hidden: int = 64, heads: int = 4, layers: int = 2, max_pos: int = 128):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, hidden)
+        self.wpe = nn.Embedding(max_pos, hidden)
+        self.blocks = nn.ModuleList(GPTBlock(hidden, heads) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(hidden)
+        self.head = nn.Linear(hidden, vocab, bias=False)
+        self.head.weight = self.wte.weight  # tied, as in GPT-2
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(0, idx.size(1), dtype=torch.long, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.ln_f(x))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# export helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+def _seeded(factory: Callable[[], nn.Module]) -> nn.Module:
+    torch.manual_seed(0)
+    m = factory()
+    # Non-trivial BatchNorm statistics, so that folding BN into Conv is a real test and not x*1+0.
+    g = torch.Generator().manual_seed(1)
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            with torch.no_grad():
+                mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
+                mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+                mod.weight.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+                mod.bias.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
+    return m.eval()
+
+
+def _ids(batch: int, seq: int, vocab: int) -> torch.Tensor:
+    return torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(2))
+
+
+def _export_ts(model: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
+               dynamic_axes: dict[str, dict[int, str]], fold: bool = True) -> None:
+    torch.onnx.export(model, args, str(path), dynamo=False, opset_version=OPSET, input_names=inputs,
+                      output_names=outputs, dynamic_axes=dynamic_axes, do_constant_folding=fold)
+
+
+def _export_dynamo(model: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
+                   dynamic_shapes: dict, optimize: bool) -> None:
+    prog = torch.onnx.export(model, args, dynamo=True, input_names=inputs, output_names=outputs,
+                             dynamic_shapes=dynamic_shapes, optimize=optimize, verbose=False)
+    # One self-contained file: the models are small, and a single file is what every peer tool accepts.
+    prog.save(str(path), external_data=False)
+
+
+def export_bert_ts(path: Path) -> None:
+    m = _seeded(TinyBert)
+    ids, mask = _ids(2, 8, 1000), torch.ones(2, 8, dtype=torch.long)
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+            "last_hidden_state": {0: "batch", 1: "seq"}, "pooled": {0: "batch"}}
+    _export_ts(m, (ids, mask), path, ["input_ids", "attention_mask"], ["last_hidden_state", "pooled"], axes)
+
+
+def _export_bert_dynamo(path: Path, optimize: bool) -> None:
+    m = _seeded(TinyBert)
+    ids, mask = _ids(2, 8, 1000), torch.ones(2, 8, dtype=torch.long)
+    batch, seq = torch.export.Dim("batch", max=1024), torch.export.Dim("seq", max=128)
+    shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+    _export_dynamo(m, (ids, mask), path, ["input_ids", "attention_mask"], ["last_hidden_state", "pooled"],
+                   shapes, optimize)
+
+
+def export_bert_dynamo(path: Path) -> None:
+    _export_bert_dynamo(path, optimize=True)
+
+
+def export_bert_dynamo_raw(path: Path) -> None:
+    _export_bert_dynamo(path, optimize=False)
+
+
+def export_resnet_ts(path: Path) -> None:
+    m = _seeded(TinyResNet)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    # With do_constant_folding=True the TorchScript exporter already fuses every eval-mode BatchNorm into its Conv,
+    # leaving nothing for an optimizer to do; without it the graph keeps Conv -> BatchNormalization pairs.
+    _export_ts(m, (x,), path, ["image"], ["logits"], {"image": {0: "batch"}, "logits": {0: "batch"}}, fold=False)
+
+
+def export_crnn_ts(path: Path) -> None:
+    m = _seeded(TinyCRNN)
+    x = torch.randn(2, 1, 32, 64, generator=torch.Generator().manual_seed(2))
+    _export_ts(m, (x,), path, ["image"], ["log_probs"],
+               {"image": {0: "batch", 3: "width"}, "log_probs": {0: "steps", 1: "batch"}})
+
+
+def export_control_flow_ts(path: Path) -> None:
+    m = torch.jit.script(_seeded(ControlFlow))
+    x = torch.randn(3, 16, generator=torch.Generator().manual_seed(2))
+    _export_ts(m, (x,), path, ["x"], ["y"], {"x": {0: "n"}, "y": {0: "n"}})
+
+
+def export_gpt_ts(path: Path) -> None:
+    m = _seeded(TinyGPT)
+    ids = _ids(2, 8, 512)
+    _export_ts(m, (ids,), path, ["input_ids"], ["logits"],
+               {"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}})
+
+
+EXPORTS: dict[str, Callable[[Path], None]] = {
+    "bert_ts": export_bert_ts,
+    "bert_dynamo": export_bert_dynamo,
+    "bert_dynamo_raw": export_bert_dynamo_raw,
+    "resnet_ts": export_resnet_ts,
+    "crnn_ts": export_crnn_ts,
+    "control_flow_ts": export_control_flow_ts,
+    "gpt_ts": export_gpt_ts,
+}
+
+
+def _count_nodes(g: onnx.GraphProto) -> int:
+    n = 0
+    for node in g.node:
+        n += 1
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                n += _count_nodes(a.g)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                n += sum(_count_nodes(sg) for sg in a.graphs)
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=HERE / "models", help="output folder (default benchmarks/models)")
+    ap.add_argument("--only", default="", help="comma-separated model names (default: all)")
+    args = ap.parse_args(argv)
+    names = [n for n in args.only.split(",") if n] or list(EXPORTS)
+    unknown = [n for n in names if n not in EXPORTS]
+    if unknown:
+        ap.error(f"unknown model(s) {unknown}; known: {', '.join(EXPORTS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    failed = 0
+    for name in names:
+        path = args.out / f"{name}.onnx"
+        try:
+            # The exporters are chatty (deprecation notices, dynamo progress lines); keep the listing readable.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sink = io.StringIO()
+                old_out, old_err = sys.stdout, sys.stderr
+                sys.stdout = sys.stderr = sink
+                try:
+                    EXPORTS[name](path)
+                finally:
+                    sys.stdout, sys.stderr = old_out, old_err
+            m = onnx.load(str(path))
+            onnx.checker.check_model(m, full_check=True)
+        except Exception as e:  # a script: report every model, fail at the end
+            failed += 1
+            print(f"FAILED {name}: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+            continue
+        opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), "?")
+        ops = {n.op_type for n in m.graph.node}
+        print(f"wrote {path}  {os.path.getsize(path) / 1e6:.2f} MB  opset {opset}  nodes {_count_nodes(m.graph)}"
+              f"{'  (If/Loop subgraphs)' if ops & {'If', 'Loop'} else ''}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -239,7 +239,10 @@ def resolve(cfg: PipelineConfig, registry: PassRegistry) -> list[Any]:
     for n in names:
         cls = registry.get(n)
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        kw: dict[str, Any] = {}
+        # options the preset implies (e.g. fuse's level at O3); the config file and flags override them
+        preset_key = cfg.preset.upper().lstrip("-")
+        preset_key = preset_key if preset_key.startswith("O") else "O" + preset_key
+        kw: dict[str, Any] = dict(getattr(cls, "preset_options", {}).get(preset_key, {}))
         for oname, val in cfg.options.get(n, {}).items():
             fname = oname.replace("-", "_")
             if fname not in fields:

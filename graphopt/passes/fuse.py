@@ -1,0 +1,64 @@
+"""The fuse pass: applies the registered fusion rules (graphopt/rewrite/rules/) with the worklist driver.
+
+At -O2 it runs the portable rules (standard ONNX ops, exact math); the O3 preset sets ``level = "aggressive"``,
+which adds the runtime-specific rules (onnxruntime contrib ops). ``rules`` / ``skip-rules`` pick rules by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import ConfigError
+from ..ir.core import Model
+from ..rewrite.driver import DEFAULT_MAX_REWRITES, rewrite_model
+from ..rewrite.rule import LEVELS, Rule
+from .base import Pass, PassResult, option
+
+if TYPE_CHECKING:
+    from ..jit.context import JitContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Fuse(Pass):
+    """Fuse op sequences into fewer ops with the registered rewrite rules."""
+
+    name: ClassVar[str] = "fuse"
+    kind: ClassVar[str] = "fusion"
+    summary: ClassVar[str] = "fuse op sequences (Conv+BN, MatMul+Add, LayerNorm, Gelu, ...) with rewrite rules"
+    presets: ClassVar[frozenset[str]] = frozenset({"O2", "O3"})
+    # options a preset implies (graphopt.pipeline applies them before the user's own)
+    preset_options: ClassVar[dict[str, dict[str, Any]]] = {"O3": {"level": "aggressive"}}
+
+    level: str = option("portable", "portable: standard ONNX ops, exact math; aggressive: also onnxruntime "
+                                    "contrib ops (com.microsoft), set by -O3")
+    rules: tuple[str, ...] = option((), "run only these rules (names as in `graphopt explain`); empty: all of "
+                                        "the level")
+    skip_rules: tuple[str, ...] = option((), "rules not to run")
+    max_rewrites: int = option(DEFAULT_MAX_REWRITES, "stop after this many rewrites (a safety cap: every built-in "
+                                                     "rule removes at least one node)")
+
+    def selected_rules(self, ctx: JitContext) -> list[Rule]:
+        """The rules this pass runs, in registry order. Raises ConfigError for an unknown level or rule name."""
+        if self.level not in LEVELS:
+            raise ConfigError(f"fuse: unknown level {self.level!r}", hint="use one of: " + ", ".join(LEVELS))
+        for n in (*self.rules, *self.skip_rules):
+            ctx.rules.get(n)  # raises ConfigError with a did-you-mean hint
+        skip = set(self.skip_rules)
+        if self.rules:
+            wanted = set(self.rules)
+            return [r for r in ctx.rules.all() if r.name in wanted and r.name not in skip]
+        allowed = LEVELS[: LEVELS.index(self.level) + 1]
+        return [r for r in ctx.rules.all() if getattr(r, "level", "portable") in allowed and r.name not in skip]
+
+    def run(self, model: Model, ctx: JitContext) -> PassResult:
+        rules = self.selected_rules(ctx)
+        st = rewrite_model(model, rules, jit=ctx, max_rewrites=self.max_rewrites)
+        stats: dict[str, int] = {"rewrites": st.rewrites} if st.rewrites else {}
+        stats.update(sorted(st.fired.items()))
+        if st.cap_hit:
+            stats["cap_hit"] = 1
+        return PassResult(changed=st.rewrites > 0, stats=stats)

@@ -435,8 +435,9 @@ class Node:
             v.producer = self
             v.index = i
         self._outputs: list[Value] = outs
+        # Reads become uses when the node is linked into a graph of the model, not before: a node that a rewrite
+        # builds and then drops must not keep its inputs alive.
         self._registered = False
-        self._register_uses()
 
     # -- basic accessors ---------------------------------------------------------------------------------------
     @property
@@ -583,6 +584,7 @@ class Node:
                 g._adopt(self)
 
     def _refresh_subgraphs(self) -> None:
+        old = self._subgraphs or []
         subs: list[Graph] = []
         assert self._attrs is not None
         for a in self._attrs.values():
@@ -591,6 +593,15 @@ class Node:
             elif a.type == AttrType.GRAPHS:
                 subs.extend(a.value)
         self._subgraphs = subs or None
+        g = self.graph
+        if g is not None and not self._erased and g._attached():
+            # a subgraph swapped out stops reading outer values; one swapped in starts
+            for sg in old:
+                if not any(sg is x for x in subs):
+                    _graph_registration(sg, False)
+            for sg in subs:
+                if not any(sg is x for x in old):
+                    _graph_registration(sg, True)
 
     def subgraphs(self) -> tuple[Graph, ...]:
         """Graph-valued attributes (If branches, Loop and Scan bodies...), in attribute order."""
@@ -691,16 +702,35 @@ def _nested_registration(node: Node, on: bool) -> None:
     """Register (`on`) or unregister the uses and graph-output marks held by the nodes and outputs of `node`'s
     subgraphs, at any depth. Idempotent both ways; called when `node` is linked into or unlinked from a graph, so
     that removing (or moving) a node with subgraphs keeps the use-def of outer values exact."""
-    stack = list(node._subgraphs or ())
+    for sg in node._subgraphs or ():
+        _graph_registration(sg, on)
+
+
+def _graph_registration(graph: Graph, on: bool) -> None:
+    """Register (`on`) or unregister the uses and graph-output marks of `graph` and its subgraphs, at any depth
+    (idempotent both ways). Registering also names the values that were made without a name while the graph was
+    detached, and reserves the graph's names in the model."""
+    m = graph.model
+    names = m._names if m is not None else None
+    stack = [graph]
     while stack:
         g = stack.pop()
         for n in g:
             if on:
                 n._register_uses()
+                if m is not None:
+                    for v in n._outputs:
+                        if v._name is None:
+                            v._name = m.fresh_name(f"{n.op_type.lower()}_out")
+                        elif names is not None and v._name:
+                            names.add(v._name)
             else:
                 n._unregister_uses()
             if n._subgraphs:
                 stack.extend(n._subgraphs)
+        if on and names is not None:
+            names.update(v._name for v in g._inputs if v._name)
+            names.update(g._initializers)
         for v in dict.fromkeys(g._outputs):
             og = v._out_graphs
             if on:
@@ -786,6 +816,20 @@ class Graph:
             j = m._journal
             if j is not None:
                 j.entries.append(undo)
+
+    def _attached(self) -> bool:
+        """Whether this graph is part of its model: the main graph, or a subgraph of a live node of an attached
+        graph. Only the nodes of attached graphs register their reads as uses; a graph being built registers
+        them when it is attached (as a node's attribute, or as a model's graph)."""
+        g = self
+        while True:
+            o = g.owner
+            if o is None:
+                m = g.model
+                return m is not None and m.graph is g
+            if o._erased or o.graph is None:
+                return False
+            g = o.graph
 
     def _input_set(self) -> set[Value]:
         s = self._inputs_set
@@ -877,13 +921,14 @@ class Graph:
         node._erased = False
         node.graph = self
         self._count += 1
-        node._register_uses()
-        if node._subgraphs:
-            _nested_registration(node, True)
         m = self.model
         if node._subgraphs:
             for sg in node._subgraphs:
                 sg._adopt(node)
+        if self._attached():
+            node._register_uses()
+            if node._subgraphs:
+                _nested_registration(node, True)
         if m is not None:
             for v in node._outputs:
                 if v._name is None:
@@ -1311,6 +1356,8 @@ class Model:
         self.graph = graph if graph is not None else Graph("main_graph")
         self.graph.model = self
         self.graph._set_model(self)
+        if len(self.graph):
+            _graph_registration(self.graph, True)  # a graph built before its model: its reads become uses now
         self.meta: dict[str, Any] = {}
 
     # -- opsets ------------------------------------------------------------------------------------------------

@@ -1,0 +1,701 @@
+"""graphopt -O2 side by side with peer ONNX optimizers, on real models.
+
+    python benchmarks/compare.py                              # every model, every tool
+    python benchmarks/compare.py --tools graphopt,onnxsim --models bert,light/resnet50 --runs 20 --json out.json
+
+For each model and tool: nodes before/after (subgraph nodes included), the tool's wall time, output size, whether
+the output passes onnx.checker (full_check=True) and loads in onnxruntime, whether its outputs still match the
+ORIGINAL model's in onnxruntime (seeded random inputs, two bindings of the symbolic dims, rtol 1e-3 / atol 1e-4),
+and its onnxruntime latency (1 thread, ORT's default optimizations on) as a ratio to the original's. Every tool gets
+a fresh copy of the model file and runs in its own subprocess with a timeout (see peers.py). Plain markdown out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import glob
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+import zlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RTOL, ATOL = 1e-3, 1e-4
+SCHEMA_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# which models
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str      # "<group>/<name>", what --models matches and the tables show
+    path: Path
+
+
+def _onnx_data_dir() -> Path:
+    return Path(onnx.__file__).parent / "backend" / "test" / "data"
+
+
+def discover_models(min_pytorch_nodes: int = 3) -> list[ModelSpec]:
+    """samples/*.onnx, onnx's light/*.onnx, the pytorch-converted/-operator tests with >= `min_pytorch_nodes`
+    nodes, and benchmarks/models/*.onnx (when export_models.py has been run)."""
+    out = [ModelSpec(f"samples/{p.stem}", p) for p in sorted((ROOT / "samples").glob("*.onnx"))]
+    data = _onnx_data_dir()
+    out += [ModelSpec(f"light/{p.stem.removeprefix('light_')}", p) for p in sorted((data / "light").glob("*.onnx"))]
+    for group in ("pytorch-converted", "pytorch-operator"):
+        for p in sorted((data / group).glob("*/model.onnx")):
+            if len(onnx.load(str(p), load_external_data=False).graph.node) >= min_pytorch_nodes:
+                out.append(ModelSpec(f"{group}/{p.parent.name.removeprefix('test_')}", p))
+    out += [ModelSpec(f"models/{p.stem}", p) for p in sorted((HERE / "models").glob("*.onnx"))]
+    return out
+
+
+def select(specs: list[ModelSpec], patterns: list[str]) -> list[ModelSpec]:
+    """Keep the models whose id contains a pattern or matches it as a glob."""
+    if not patterns:
+        return specs
+    return [s for s in specs if any(p in s.id or fnmatch.fnmatch(s.id, p) for p in patterns)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# static figures
+# ----------------------------------------------------------------------------------------------------------------
+
+def _walk_nodes(g: onnx.GraphProto):
+    for n in g.node:
+        yield n
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from _walk_nodes(a.g)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for sg in a.graphs:
+                    yield from _walk_nodes(sg)
+
+
+def op_counts(m: onnx.ModelProto) -> Counter[str]:
+    """Op types of every node in the main graph and its subgraphs (domain-qualified outside the default domain)."""
+    return Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}:{n.op_type}"
+                   for n in _walk_nodes(m.graph))
+
+
+def file_size(path: Path, m: onnx.ModelProto) -> int:
+    """The model file plus the external data files it names."""
+    locs: set[str] = set()
+    for t in _all_tensors(m):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            locs.update(e.value for e in t.external_data if e.key == "location")
+    return path.stat().st_size + sum((path.parent / loc).stat().st_size for loc in sorted(locs)
+                                     if (path.parent / loc).exists())
+
+
+def _all_tensors(m: onnx.ModelProto):
+    def graph_tensors(g: onnx.GraphProto):
+        yield from g.initializer
+        for n in g.node:
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.TENSOR:
+                    yield a.t
+                elif a.type == onnx.AttributeProto.GRAPH:
+                    yield from graph_tensors(a.g)
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    for sg in a.graphs:
+                        yield from graph_tensors(sg)
+    yield from graph_tensors(m.graph)
+
+
+def copy_model(src: Path, dst_dir: Path) -> Path:
+    """A fresh copy of the model file and any external data files beside it."""
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    dst = dst_dir / src.name
+    shutil.copyfile(src, dst)
+    m = onnx.load(str(src), load_external_data=False)
+    for t in _all_tensors(m):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            for e in t.external_data:
+                if e.key == "location" and not (dst_dir / e.value).exists():
+                    (dst_dir / e.value).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src.parent / e.value, dst_dir / e.value)
+    return dst
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# inputs and onnxruntime
+# ----------------------------------------------------------------------------------------------------------------
+
+def _first_line(e: BaseException) -> str:
+    lines = f"{type(e).__name__}: {e}".strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:300]
+
+
+def dim_bindings(m: onnx.ModelProto) -> list[dict[str, int]]:
+    """Two bindings of the symbolic dims: every symbol = 4, then distinct values 5, 6, 7, ... in order of first
+    appearance (so a rewrite that confuses two dims shows). Anonymous dims get their own symbol per input/axis."""
+    syms: list[str] = []
+    for name, axis, d in _input_dims(m):
+        key = _dim_key(name, axis, d)
+        if key is not None and key not in syms:
+            syms.append(key)
+    if not syms:
+        return [{}]
+    return [{s: 4 for s in syms}, {s: 5 + i for i, s in enumerate(syms)}]
+
+
+def _graph_inputs(m: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    inits = {t.name for t in m.graph.initializer}
+    return [i for i in m.graph.input if i.name not in inits]  # IR<4 models list initializers as inputs
+
+
+def _input_dims(m: onnx.ModelProto):
+    for i in _graph_inputs(m):
+        if i.type.HasField("tensor_type") and i.type.tensor_type.HasField("shape"):
+            for axis, d in enumerate(i.type.tensor_type.shape.dim):
+                yield i.name, axis, d
+
+
+def _dim_key(name: str, axis: int, d: onnx.TensorShapeProto.Dimension) -> str | None:
+    if d.HasField("dim_value"):
+        return None
+    return d.dim_param or f"?{name}:{axis}"
+
+
+def make_feeds(m: onnx.ModelProto, binding: dict[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random inputs: floats ~ N(0, 1), integers in [0, 4) (safe as indices and sizes), bools at p=0.5.
+    Raises ValueError for inputs that are not plain tensors of a numpy-representable dtype."""
+    feeds: dict[str, np.ndarray] = {}
+    for i in _graph_inputs(m):
+        tt = i.type.tensor_type
+        if not i.type.HasField("tensor_type") or not tt.HasField("shape"):
+            raise ValueError(f"input {i.name!r} is not a tensor with a known rank")
+        shape = []
+        for axis, d in enumerate(tt.shape.dim):
+            key = _dim_key(i.name, axis, d)
+            shape.append(d.dim_value if key is None else binding[key])
+        if tt.elem_type in (onnx.TensorProto.STRING, onnx.TensorProto.BFLOAT16) or tt.elem_type >= 17:
+            raise ValueError(f"input {i.name!r} has dtype {onnx.TensorProto.DataType.Name(tt.elem_type)}")
+        dt = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        if dt == np.bool_:
+            feeds[i.name] = rng.random(shape) < 0.5
+        elif np.issubdtype(dt, np.floating):
+            feeds[i.name] = rng.standard_normal(shape).astype(dt)
+        elif np.issubdtype(dt, np.complexfloating):
+            feeds[i.name] = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dt)
+        else:
+            feeds[i.name] = rng.integers(0, 4, size=shape).astype(dt)
+    return feeds
+
+
+def session(path: Path, optimized: bool) -> ort.InferenceSession:
+    """One thread. `optimized=False` (validation) runs the graph as written; True is what a user gets."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def run_session(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[Any]:
+    names = {i.name for i in sess.get_inputs()}
+    missing = names - feeds.keys()
+    if missing:
+        raise ValueError(f"the model wants inputs the original does not have: {sorted(missing)}")
+    return sess.run(None, {k: v for k, v in feeds.items() if k in names})
+
+
+def _timed_runs(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> float:
+    t0 = time.perf_counter()
+    sess.run(None, feeds)
+    return time.perf_counter() - t0
+
+
+def _feeds_for(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = {i.name for i in sess.get_inputs()}
+    return {k: v for k, v in feeds.items() if k in names}
+
+
+def latency(path: Path, feeds: dict[str, np.ndarray], runs: int, warmup: int) -> float:
+    """Median seconds per run, after `warmup` runs, with ORT's default (all) graph optimizations."""
+    sess = session(path, optimized=True)
+    f = _feeds_for(sess, feeds)
+    for _ in range(warmup):
+        sess.run(None, f)
+    return statistics.median(_timed_runs(sess, f) for _ in range(runs))
+
+
+def paired_latency(original: Path, optimized: Path, feeds: dict[str, np.ndarray], runs: int,
+                   warmup: int, budget: float = 0.25) -> tuple[float, float]:
+    """(original, optimized) median seconds per run, the two sessions timed alternately so that the load of a
+    shared machine hits both alike. At least `runs` runs each; more for fast models, up to about `budget`
+    seconds per session (capped at 2000 runs), since a median of 10 sub-millisecond runs is mostly noise."""
+    sa, sb = session(original, optimized=True), session(optimized, optimized=True)
+    fa, fb = _feeds_for(sa, feeds), _feeds_for(sb, feeds)
+    est = 0.0
+    for _ in range(max(warmup, 1)):
+        est = _timed_runs(sa, fa)
+        _timed_runs(sb, fb)
+    n = max(runs, min(2000, int(budget / max(est, 1e-6))))
+    ta, tb = [], []
+    for _ in range(n):
+        ta.append(_timed_runs(sa, fa))
+        tb.append(_timed_runs(sb, fb))
+    return statistics.median(ta), statistics.median(tb)
+
+
+def compare_outputs(ref: list[Any], got: list[Any]) -> tuple[bool, float, str]:
+    """(match, max abs error, reason) for two output lists, position by position."""
+    if len(ref) != len(got):
+        return False, math.inf, f"{len(got)} outputs instead of {len(ref)}"
+    worst = 0.0
+    for k, (a, b) in enumerate(zip(ref, got)):
+        if isinstance(a, list) or isinstance(b, list):  # sequence outputs
+            if not (isinstance(a, list) and isinstance(b, list)):
+                return False, math.inf, f"output {k}: sequence vs tensor"
+            ok, err, why = compare_outputs(a, b)
+            if not ok:
+                return False, err, f"output {k}: {why}"
+            worst = max(worst, err)
+            continue
+        a, b = np.asarray(a), np.asarray(b)
+        if a.dtype != b.dtype:
+            return False, math.inf, f"output {k}: dtype {b.dtype} instead of {a.dtype}"
+        if a.shape != b.shape:
+            return False, math.inf, f"output {k}: shape {b.shape} instead of {a.shape}"
+        if a.size == 0:
+            continue
+        if np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.complexfloating):
+            fin = np.isfinite(a) & np.isfinite(b)
+            if not np.array_equal(np.isfinite(a), np.isfinite(b)) or not np.array_equal(a[~fin], b[~fin],
+                                                                                         equal_nan=True):
+                return False, math.inf, f"output {k}: inf/nan pattern differs"
+            if fin.any():
+                diff = np.abs(a[fin].astype(np.float64) - b[fin].astype(np.float64))
+                worst = max(worst, float(diff.max()))
+            if not np.allclose(b, a, rtol=RTOL, atol=ATOL, equal_nan=True):
+                return False, worst, f"output {k}: max abs err {worst:.3g}"
+        elif not np.array_equal(a, b):
+            return False, math.inf, f"output {k}: values differ"
+    return True, worst, ""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# one model, one tool
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ToolResult:
+    tool: str
+    run: dict[str, Any]                       # peers.ToolRun as a dict (ok, seconds, error, timed_out, info)
+    nodes_after: int | None = None
+    ops_after: dict[str, int] = field(default_factory=dict)
+    function_nodes: int = 0
+    size: int | None = None
+    checker: bool | None = None
+    checker_error: str | None = None
+    ort_load: bool | None = None
+    ort_error: str | None = None
+    match: bool | None = None                 # None: n/a (the original does not run, or the tool failed)
+    match_detail: str = ""
+    max_abs_err: float | None = None
+    latency: float | None = None             # median s/run of the tool's output (ORT defaults, 1 thread)
+    latency_original: float | None = None    # the original's, timed alternately with it
+    latency_ratio: float | None = None
+    interface_changed: str = ""               # input/output names, order or dtypes differ from the original
+
+    @property
+    def usable(self) -> bool:
+        """Produced a model that onnxruntime loads and that does not compute something else."""
+        return bool(self.run.get("ok")) and bool(self.ort_load) and self.match is not False
+
+    def status(self) -> str:
+        if not self.run.get("ok"):
+            return "timeout" if self.run.get("timed_out") else "crash"
+        if not self.ort_load:
+            return "ort-fail"
+        if self.match is False:
+            return "MISMATCH"
+        if self.checker is False:
+            return "invalid"
+        return "ok"
+
+
+@dataclass
+class ModelResult:
+    id: str
+    path: str
+    nodes_before: int
+    ops_before: dict[str, int]
+    size_before: int
+    bindings: list[dict[str, int]]
+    original_runs: bool
+    original_error: str | None
+    latency_before: float | None
+    tools: dict[str, ToolResult] = field(default_factory=dict)
+
+
+def _interface(m: onnx.ModelProto) -> tuple:
+    def sig(vs: Any) -> tuple:
+        return tuple((v.name, v.type.tensor_type.elem_type) for v in vs)
+    return sig(_graph_inputs(m)), sig(m.graph.output)
+
+
+def evaluate_tool(tool: str, spec: ModelSpec, original: onnx.ModelProto, work: Path, timeout: float,
+                  feeds: list[dict[str, np.ndarray]], refs: list[list[Any]] | None, runs: int, warmup: int,
+                  latency_before: float | None, keep: bool) -> ToolResult:
+    tdir = work / tool
+    shutil.rmtree(tdir, ignore_errors=True)
+    src = copy_model(spec.path, tdir / "in")         # a fresh copy per tool: no tool sees another's leftovers
+    out_dir = tdir / "out"
+    out_dir.mkdir(parents=True)
+    dst = out_dir / "model.onnx"
+    tr = peers.run_tool(tool, src, dst, timeout)
+    res = ToolResult(tool, tr.to_dict())
+    if not tr.ok:
+        _cleanup(tdir, keep)
+        return res
+    try:
+        m = onnx.load(str(dst), load_external_data=False)
+    except Exception as e:
+        res.run["ok"], res.run["error"] = False, f"output does not parse: {_first_line(e)}"
+        _cleanup(tdir, keep)
+        return res
+    ops = op_counts(m)
+    res.nodes_after, res.ops_after = sum(ops.values()), dict(sorted(ops.items()))
+    res.function_nodes = sum(len(f.node) for f in m.functions)
+    res.size = file_size(dst, m)
+    if _interface(m) != _interface(original):
+        res.interface_changed = "inputs" if _interface(m)[0] != _interface(original)[0] else "outputs"
+    try:
+        onnx.checker.check_model(str(dst), full_check=True)
+        res.checker = True
+    except Exception as e:
+        res.checker, res.checker_error = False, _first_line(e)
+    try:
+        sess = session(dst, optimized=False)
+        res.ort_load = True
+    except Exception as e:
+        res.ort_load, res.ort_error = False, _first_line(e)
+        _cleanup(tdir, keep)
+        return res
+    if refs is not None:
+        res.match, res.max_abs_err = True, 0.0
+        for k, (f, ref) in enumerate(zip(feeds, refs)):
+            try:
+                got = run_session(sess, f)
+            except Exception as e:
+                res.match, res.match_detail, res.max_abs_err = False, f"binding {k}: run failed: {_first_line(e)}", None
+                break
+            ok, err, why = compare_outputs(ref, got)
+            res.max_abs_err = max(res.max_abs_err or 0.0, err) if math.isfinite(err) else None
+            if not ok:
+                res.match, res.match_detail = False, f"binding {k}: {why}"
+                break
+    del sess
+    if latency_before is not None and res.match is not False:
+        try:
+            res.latency_original, res.latency = paired_latency(spec.path, dst, feeds[0], runs, warmup)
+            res.latency_ratio = res.latency / res.latency_original if res.latency_original > 0 else None
+        except Exception as e:
+            res.match_detail = (res.match_detail + f"; latency run failed: {_first_line(e)}").lstrip("; ")
+    _cleanup(tdir, keep)
+    return res
+
+
+def _cleanup(tdir: Path, keep: bool) -> None:
+    if not keep:  # folded light models reach hundreds of MB per tool
+        shutil.rmtree(tdir, ignore_errors=True)
+
+
+def evaluate_model(spec: ModelSpec, tools: list[str], args: argparse.Namespace) -> ModelResult:
+    original = onnx.load(str(spec.path))
+    ops = op_counts(original)
+    digest = _sha256(spec.path)
+    bindings = dim_bindings(original)
+    rng = np.random.default_rng(zlib.crc32(spec.id.encode()))  # deterministic per model, independent of order
+    feeds: list[dict[str, np.ndarray]] = []
+    refs: list[list[Any]] | None = None
+    err = None
+    lat = None
+    try:
+        feeds = [make_feeds(original, b, rng) for b in bindings]
+        sess = session(spec.path, optimized=False)
+        refs = [run_session(sess, f) for f in feeds]
+        del sess
+        lat = latency(spec.path, feeds[0], args.runs, args.warmup)
+    except Exception as e:  # the original itself does not run: outputs are n/a for every tool
+        refs, err = None, _first_line(e)
+    mr = ModelResult(spec.id, str(spec.path), sum(ops.values()), dict(sorted(ops.items())),
+                     file_size(spec.path, original), bindings, refs is not None, err, lat)
+    work = args.work / spec.id.replace("/", "__")
+    for tool in tools:
+        mr.tools[tool] = evaluate_tool(tool, spec, original, work, args.timeout, feeds, refs, args.runs,
+                                       args.warmup, lat, args.keep)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    if _sha256(spec.path) != digest:
+        raise RuntimeError(f"{spec.path} changed during the benchmark: a tool wrote to the original")
+    return mr
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# rendering
+# ----------------------------------------------------------------------------------------------------------------
+
+def _md(rows: list[list[str]], header: list[str], right: set[int] = frozenset()) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+
+    def line(r: list[str]) -> str:
+        return "| " + " | ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                                 for i, (c, w) in enumerate(zip(r, widths))) + " |"
+    sep = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(header), sep] + [line(r) for r in rows])
+
+
+def _fmt_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def render_model(mr: ModelResult) -> str:
+    head = (f"### {mr.id}: {mr.nodes_before} nodes, {_fmt_size(mr.size_before)}"
+            + (f", ORT {mr.latency_before * 1e3:.3f} ms" if mr.latency_before is not None else "")
+            + ("" if mr.original_runs else f"  (original does not run in ORT: {mr.original_error}; match n/a)"))
+    rows = []
+    for t, r in mr.tools.items():
+        nodes = "-" if r.nodes_after is None else str(r.nodes_after)
+        delta = "-" if r.nodes_after is None else f"{r.nodes_after - mr.nodes_before:+d}"
+        secs = "-" if r.run.get("seconds") is None else f"{r.run['seconds']:.2f}"
+        chk = "-" if r.checker is None else ("yes" if r.checker else "NO")
+        load = "-" if r.ort_load is None else ("yes" if r.ort_load else "NO")
+        if r.match is None:
+            match = "n/a" if r.ort_load else "-"
+        elif r.match:
+            match = f"yes ({r.max_abs_err:.1e})" if r.max_abs_err else "yes"
+        else:
+            match = "NO"
+        ratio = "-" if r.latency_ratio is None else f"{r.latency_ratio:.2f}"
+        note = r.run.get("error") or r.ort_error or r.match_detail or r.checker_error or ""
+        if r.interface_changed:
+            note = f"{r.interface_changed} renamed/retyped; " + note
+        ro = r.run.get("info", {}).get("rolled_back")
+        if ro:
+            note = f"rolled back: {'; '.join(ro)}; " + note
+        rows.append([t, r.status(), nodes, delta, secs, _fmt_size(r.size), chk, load, match, ratio,
+                     note.rstrip("; ")[:160]])
+    table = _md(rows, ["tool", "status", "nodes", "Δ", "time s", "size", "checker", "ORT load", "match", "lat ×",
+                       "note"], right={2, 3, 4, 5, 9})
+    return head + "\n\n" + table
+
+
+@dataclass
+class ToolSummary:
+    tool: str
+    version: str
+    models: int = 0
+    usable: int = 0
+    nodes_common: int = 0           # over the models where every tool is usable
+    graphopt_fewer: int = 0         # graphopt's output has fewer nodes than this tool's
+    ties: int = 0
+    graphopt_more: int = 0          # this tool beats graphopt on node count
+    mismatches: int = 0
+    checker_fails: int = 0
+    ort_fails: int = 0
+    crashes: int = 0                # crash, timeout or unparsable output
+    seconds: float = 0.0
+    latency_geomean: float | None = None
+
+
+def summarize(results: list[ModelResult], tools: list[str]) -> tuple[list[ToolSummary], list[str], int]:
+    common = [mr for mr in results if all(mr.tools[t].usable for t in tools)]
+    before_common = sum(mr.nodes_before for mr in common)
+    out = []
+    for t in tools:
+        s = ToolSummary(t, peers.tool_version(t))
+        logs: list[float] = []
+        for mr in results:
+            r = mr.tools[t]
+            s.models += 1
+            s.usable += r.usable
+            s.mismatches += r.match is False
+            s.checker_fails += r.checker is False
+            s.ort_fails += r.ort_load is False
+            s.crashes += not r.run.get("ok")
+            s.seconds += r.run.get("seconds") or 0.0
+            if r.latency_ratio:
+                logs.append(math.log(r.latency_ratio))
+            g = mr.tools.get("graphopt")
+            if t != "graphopt" and g is not None and g.usable and r.usable:
+                if g.nodes_after < r.nodes_after:
+                    s.graphopt_fewer += 1
+                elif g.nodes_after == r.nodes_after:
+                    s.ties += 1
+                else:
+                    s.graphopt_more += 1
+        s.nodes_common = sum(mr.tools[t].nodes_after for mr in common)
+        s.latency_geomean = math.exp(sum(logs) / len(logs)) if logs else None
+        out.append(s)
+    return out, [mr.id for mr in common], before_common
+
+
+def render_summary(results: list[ModelResult], tools: list[str]) -> str:
+    sums, common, before = summarize(results, tools)
+    rows = []
+    for s in sums:
+        vs = "-" if s.tool == "graphopt" or "graphopt" not in tools else \
+            f"{s.graphopt_fewer} / {s.ties} / {s.graphopt_more}"
+        rows.append([s.tool, s.version, f"{s.usable}/{s.models}", str(s.nodes_common), vs, str(s.mismatches),
+                     str(s.checker_fails), str(s.ort_fails), str(s.crashes), f"{s.seconds:.1f}",
+                     "-" if s.latency_geomean is None else f"{s.latency_geomean:.3f}"])
+    table = _md(rows, ["tool", "version", "usable", f"nodes ({len(common)} common)", "graphopt fewer/tie/more",
+                       "mismatch", "checker fail", "ORT fail", "crash/timeout", "time s", "lat × geomean"],
+                right={3, 5, 6, 7, 8, 9, 10})
+    return (f"## Summary ({len(results)} models; nodes before on the {len(common)} models every tool handled: "
+            f"{before})\n\n" + table)
+
+
+def render_nodes(results: list[ModelResult], tools: list[str]) -> str:
+    rows = []
+    for mr in results:
+        cells = []
+        for t in tools:
+            r = mr.tools[t]
+            if r.nodes_after is None:
+                cells.append(r.status())
+            else:
+                cells.append(str(r.nodes_after) + ("" if r.status() == "ok" else f" {r.status()}"))
+        rows.append([mr.id, str(mr.nodes_before)] + cells)
+    return "## Nodes after, per model\n\n" + _md(rows, ["model", "before"] + tools, right=set(range(1, len(tools) + 2)))
+
+
+def render_beaten(results: list[ModelResult], tools: list[str]) -> str:
+    """Where a usable peer ends with fewer nodes than usable graphopt, and which op types make the difference."""
+    lines = []
+    for mr in results:
+        g = mr.tools.get("graphopt")
+        if g is None or not g.usable:
+            continue
+        for t in tools:
+            r = mr.tools[t]
+            if t == "graphopt" or not r.usable or r.nodes_after >= g.nodes_after:
+                continue
+            extra = Counter(g.ops_after) - Counter(r.ops_after)   # in graphopt's output, not the peer's
+            fewer = Counter(r.ops_after) - Counter(g.ops_after)   # the peer has these that graphopt does not
+            lines.append(f"- {mr.id}: {t} {r.nodes_after} < graphopt {g.nodes_after} (before {mr.nodes_before}); "
+                         f"graphopt keeps {dict(extra.most_common())}; {t} has instead {dict(fewer.most_common())}")
+    return "## Where graphopt is beaten on node count\n\n" + ("\n".join(lines) if lines else "nowhere")
+
+
+def render_broken(results: list[ModelResult], tools: list[str]) -> str:
+    lines = []
+    for mr in results:
+        for t in tools:
+            r = mr.tools[t]
+            if r.status() != "ok":
+                why = r.run.get("error") or r.ort_error or r.match_detail or r.checker_error
+                lines.append(f"- {mr.id}: {t}: {r.status()}: {why}")
+            for ro in r.run.get("info", {}).get("rolled_back", []) or []:
+                lines.append(f"- {mr.id}: {t}: pass rolled back: {ro}")
+    return "## Failures, mismatches, invalid outputs\n\n" + ("\n".join(lines) if lines else "none")
+
+
+def to_json(results: list[ModelResult], tools: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    sums, common, before = summarize(results, tools)
+    models = []
+    for mr in results:
+        d = asdict(mr)
+        for t, r in mr.tools.items():
+            d["tools"][t]["status"] = r.status()
+            d["tools"][t]["usable"] = r.usable
+        models.append(d)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "settings": {"runs": args.runs, "warmup": args.warmup, "timeout": args.timeout, "rtol": RTOL, "atol": ATOL,
+                     "threads": 1, "python": platform.python_version(), "onnx": onnx.__version__,
+                     "onnxruntime": ort.__version__},
+        "tools": {t: {"version": peers.tool_version(t), "runs": peers.ADAPTERS[t].summary} for t in tools},
+        "models": models,
+        "summary": {"common_models": common, "nodes_before_common": before, "tools": [asdict(s) for s in sums]},
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tools", default=",".join(peers.TOOLS),
+                    help=f"comma-separated tools (default all: {','.join(peers.TOOLS)})")
+    ap.add_argument("--models", default="", help="comma-separated substrings or globs of model ids (default all)")
+    ap.add_argument("--runs", type=int, default=10,
+                    help="minimum timed ORT runs per latency figure (median; default 10; fast models get more, "
+                         "up to ~0.25 s per session)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed ORT runs first (default 2)")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per tool per model (default 300)")
+    ap.add_argument("--json", type=Path, help="write every figure to this JSON file")
+    ap.add_argument("--work", type=Path, default=HERE / "_work", help="scratch folder (default benchmarks/_work)")
+    ap.add_argument("--keep", action="store_true", help="keep each tool's output under --work")
+    ap.add_argument("--list", action="store_true", help="list the models and tools, run nothing")
+    args = ap.parse_args(argv)
+    tools = [t for t in args.tools.split(",") if t]
+    unknown = [t for t in tools if t not in peers.ADAPTERS]
+    if unknown:
+        ap.error(f"unknown tool(s) {unknown}; known: {', '.join(peers.TOOLS)}")
+    specs = select(discover_models(), [p for p in args.models.split(",") if p])
+    if args.list:
+        for s in specs:
+            print(f"{s.id:45} {s.path}")
+        print("tools:", ", ".join(f"{t} {peers.tool_version(t)}" for t in tools))
+        return 0
+    if not specs:
+        print("no model matches --models", file=sys.stderr)
+        return 2
+    if not (HERE / "models").is_dir():
+        print("note: benchmarks/models/ is missing; run `python benchmarks/export_models.py` (needs torch) to add "
+              "the exported models\n", file=sys.stderr)
+    results = []
+    for spec in specs:
+        print(f"... {spec.id}", file=sys.stderr, flush=True)
+        mr = evaluate_model(spec, tools, args)
+        results.append(mr)
+        print(render_model(mr) + "\n", flush=True)
+    print(render_nodes(results, tools) + "\n")
+    print(render_summary(results, tools) + "\n")
+    print("graphopt fewer/tie/more: models where graphopt's output has fewer / as many / more nodes than the tool's "
+          "(both usable).\n")
+    if "graphopt" in tools:
+        print(render_beaten(results, tools) + "\n")
+    print(render_broken(results, tools))
+    if args.json:
+        args.json.write_text(json.dumps(to_json(results, tools, args), indent=1, default=str))
+        print(f"\nwrote {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

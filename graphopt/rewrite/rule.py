@@ -72,9 +72,11 @@ class RewriteContext:
                 got = self.jit.symbols.shape_of(v)
             except Exception:  # noqa: BLE001 - symbols are an optional aid; a failure there means "unknown"
                 got = None
-            if got is not None:
+            # a SymbolicShape (dims None = unknown rank) or a plain sequence of dims
+            dims = getattr(got, "dims", got)
+            if dims is not None:
                 try:
-                    return tuple(_plain_dim(d) for d in got)
+                    return tuple(_plain_dim(d) for d in dims)
                 except TypeError:
                     return None
         return None
@@ -120,14 +122,12 @@ class RewriteContext:
 
 
 def _plain_dim(d: Any) -> Any:
+    """An int for a static dim, the symbol's text for a symbolic one (equal text = the same symbol)."""
     if d is None or isinstance(d, (int, str)):
         return d
-    static = getattr(d, "static", None)
-    if isinstance(static, int):
-        return static
-    value = getattr(d, "value", None)
-    if isinstance(value, int):
-        return value
+    c = getattr(d, "c", None)  # SymExpr: its constant value, or None when symbolic
+    if isinstance(c, int):
+        return c
     return str(d)
 
 

@@ -1,0 +1,74 @@
+"""`graphopt check`: a one-line CI step over many models. Nothing is written."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from graphopt.errors import EXIT_OK
+from graphopt.pipeline import build_config
+from graphopt.report import Report
+
+from .common import State, common_options, handle_errors, setup_logging
+from .optimize import (
+    Job,
+    _check_pipeline,
+    _split,
+    finish,
+    human_console,
+    make_validate_options,
+    pipeline_options,
+    report_options,
+    run_jobs,
+    validation_options,
+)
+
+
+@click.command("check")
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True)
+@click.option("--fail-if-optimizable", is_flag=True,
+              help="Exit 8 when a model is valid but graphopt would still change it.")
+@pipeline_options
+@validation_options
+@report_options
+@common_options
+@handle_errors
+def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, preset: str | None, passes: tuple[str, ...],
+              skip: tuple[str, ...], sets: tuple[str, ...], config_path: str | None, max_rounds: int | None,
+              strict: bool | None, verify_each: bool, validate: bool, seed: int, dims: tuple[str, ...],
+              trials: int, inputs_npz: str | None, rtol: float | None, atol: float | None, bench_runs: int,
+              threads: int, ort_level: str, do_bisect: bool, report_json: str | None, report_md: str | None,
+              jobs: int, verbose: int, quiet: bool, debug: bool) -> None:
+    """Check models for CI: onnx.checker, onnxruntime, and an in-memory -O2 run that must validate.
+
+    For each model: the ONNX checker's full check, a load in onnxruntime, the pipeline (-O2 unless told otherwise)
+    run in memory, and validation of the result against the original. Prints one line per model and a summary
+    table; nothing is written. Exit codes: 3 when a model is invalid, 1 when validation fails, 8 with
+    --fail-if-optimizable when graphopt would still change a model; over several models the worst one wins.
+
+    \b
+    Examples:
+      graphopt check models/*.onnx
+      graphopt check model.onnx --fail-if-optimizable --report-json check.json
+      graphopt check a.onnx b.onnx -j 2 --report-md "$GITHUB_STEP_SUMMARY"
+    """
+    setup_logging(verbose, quiet)
+    if "-" in models and len(models) > 1:
+        raise click.UsageError("stdin ('-') can only be read as the only model")
+    st = State(verbose, quiet, debug, model_to_stdout=report_json == "-")
+    cfg = build_config(preset=preset, passes=_split(passes) if passes else None, skip=_split(skip),
+                       sets=list(sets), max_rounds=max_rounds, strict=strict, config_path=config_path)
+    cfg.verify_each = verify_each
+    _check_pipeline(cfg)
+    vopts = make_validate_options(seed=seed, dims=dims, trials=trials, inputs_npz=inputs_npz, rtol=rtol, atol=atol,
+                                  bench_runs=bench_runs, threads=threads, ort_level=ort_level)
+    stdin_data = sys.stdin.buffer.read() if models == ("-",) else None
+    job_list = [Job("check", m, cfg, output=None, validate=validate, vopts=vopts, bisect=do_bisect,
+                    fail_if_optimizable=fail_if_optimizable, debug=debug, stdin_data=stdin_data) for m in models]
+    reports = run_jobs(job_list, jobs, st, progress=(not quiet) and st.err.is_terminal)
+    report = Report("check", reports)
+    code = finish(report, st, human=human_console(st, quiet=quiet, to_stderr=report_json == "-"),
+                  report_json=report_json, report_md=report_md, verbose=verbose)
+    if code != EXIT_OK:
+        sys.exit(code)

@@ -2,8 +2,9 @@
 
 Checks: every node input is defined before it is read (graph inputs, initializers, earlier node outputs, or values
 of enclosing scopes defined before the owning node); use lists match node inputs both ways; producers match
-outputs; graph outputs are defined; value names are unique across the model (SSA); no dead node is still
-referenced. Returns the list of problems (empty when all is well) or raises with ``strict``.
+outputs; graph outputs are defined; value names are unique across the model (SSA); no dead node, and no node
+outside the model, is still listed as a use. Returns the list of problems (empty when all is well) or raises with
+``strict``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ def verify(target: Model | Graph, *, strict: bool = True) -> list[str]:
     graph = target.graph if isinstance(target, Model) else target
     problems: list[str] = []
     names: dict[str, Value] = {}
+    seen: set = set()  # the nodes of the model, to catch uses by nodes that are alive but not part of it
+    values: list[Value] = []
 
     def name_ok(v: Value, where: str) -> None:
         if not v.name:
@@ -41,6 +44,7 @@ def verify(target: Model | Graph, *, strict: bool = True) -> list[str]:
         count = 0
         for n in g:
             count += 1
+            seen.add(n)
             if n.graph is not g:
                 problems.append(f"{n!r} is listed in a graph it does not point to")
             for i, v in enumerate(n._inputs):
@@ -63,6 +67,7 @@ def verify(target: Model | Graph, *, strict: bool = True) -> list[str]:
                         problems.append(f"{v.name!r} is defined twice")
                     defined.add(v)
                     name_ok(v, "node output")
+                values.append(v)
                 for u, j in v._uses:
                     if not u.is_alive:
                         problems.append(f"{v.name!r} lists a use by removed node {u!r}")
@@ -78,6 +83,7 @@ def verify(target: Model | Graph, *, strict: bool = True) -> list[str]:
         if len(g._out_vi) != len(g._outputs):
             problems.append("output declarations out of step with outputs")
         for v in g._inputs + [x for x in g._initializers.values()]:
+            values.append(v)
             for u, j in v._uses:
                 if not u.is_alive:
                     problems.append(f"{v.name!r} lists a use by removed node {u!r}")
@@ -85,6 +91,10 @@ def verify(target: Model | Graph, *, strict: bool = True) -> list[str]:
                     problems.append(f"{v.name!r} lists a stale use by {u!r} input {j}")
 
     walk(graph, set())
+    for v in values:
+        for u, _ in v._uses:
+            if u.is_alive and u not in seen:
+                problems.append(f"{v.name!r} lists a use by {u!r}, which is not part of the model")
     if problems and strict:
         raise IRError("IR verification failed:\n  " + "\n  ".join(problems[:20]))
     return problems

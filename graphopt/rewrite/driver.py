@@ -156,7 +156,7 @@ def rewrite_model(model: Model, rules: Sequence[Rule], *, jit: JitContext | None
     With `dry_run`, every candidate is matched and checked (and reported to `observer`) but nothing changes.
     """
     stats = DriverStats()
-    ctx = RewriteContext(model, jit)
+    ctx = RewriteContext(model, jit, want_reasons=observer is not None)
     index: dict[str, list[Rule]] = {}
     for r in active_rules(model, rules, stats):
         for op in r.root_ops():

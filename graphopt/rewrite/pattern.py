@@ -282,7 +282,7 @@ class AnyOf(Pattern):
 
     def _match_root(self, node: Node, st: _State) -> Iterator[None]:
         for alt in self.alternatives:
-            if isinstance(alt, (Pat, AnyOf)) and alt._quick(node):
+            if isinstance(alt, (Pat, AnyOf)):
                 yield from alt._match_root(node, st)
 
     def root_ops(self) -> tuple[str, ...]:

@@ -46,10 +46,13 @@ class RewriteContext:
     facts (a Flatten or Gemm output is 2-D, an elementwise op keeps its input's rank ...); None when unknown.
     """
 
-    def __init__(self, model: Model, jit: JitContext | None = None):
+    def __init__(self, model: Model, jit: JitContext | None = None, *, want_reasons: bool = False):
         self.model = model
         self.jit = jit
         self.opset: int = model.opset("") or 1
+        # explain wants the precise reason at every candidate; the driver alone is content with the cheap
+        # pre-filter's "no"
+        self.want_reasons = want_reasons
 
     def opset_of(self, domain: str) -> int | None:
         return self.model.opset(domain)
@@ -169,7 +172,7 @@ class Rule:
         """Match the pattern at `node`; `accept(match)` may reject a structural match so that matching goes on to
         the next alternative. Rules with variadic structure override this."""
         assert self.pattern is not None
-        if not self.pattern._quick(node):
+        if not ctx.want_reasons and not self.pattern._quick(node):
             return Fail(f"{node.op_type} node does not have the shape of the pattern's root", node)
         return match_pattern(self.pattern, node, accept)
 

@@ -1170,13 +1170,7 @@ def save(model: Model, path: str | os.PathLike[str], *, in_place_ok: bool = Fals
             f.flush()
             os.fsync(f.fileno())
         info.bytes_written += len(data)
-        mode = 0o666 & ~_umask()
-        # data files first, the model last: a reader never sees a model whose data is not there yet
-        for tmp_path, final in tmp_files:
-            with contextlib.suppress(OSError):
-                os.chmod(tmp_path, mode)
-            os.replace(tmp_path, final)
-        tmp_files.clear()
+        _commit(tmp_files, 0o666 & ~_umask())
     except OSError as e:
         raise _output_error(e, path) from e
     finally:
@@ -1184,6 +1178,44 @@ def save(model: Model, path: str | os.PathLike[str], *, in_place_ok: bool = Fals
             with contextlib.suppress(OSError):
                 os.unlink(tmp_path)
     return info
+
+
+def _commit(tmp_files: list[tuple[str, str]], mode: int) -> None:
+    """Move each temporary file over its target, data files first and the model last (a reader never sees a model
+    whose data is not there yet), all or nothing: when a rename fails, the targets already replaced get their
+    previous content back (kept through a hard link) and new ones are deleted, so that a failed save never leaves
+    new data files beside the old model. Empties `tmp_files` of what it moved."""
+    done: list[tuple[str, str | None, bool]] = []  # (target, hard link to its previous content, existed before)
+    links: list[str] = []
+    try:
+        while tmp_files:
+            tmp_path, final = tmp_files[0]
+            with contextlib.suppress(OSError):
+                os.chmod(tmp_path, mode)
+            bak: str | None = None
+            existed = os.path.lexists(final)
+            if len(tmp_files) > 1 and existed:  # the last rename needs no way back
+                bak = f"{final}.{os.getpid()}.graphopt-bak"
+                try:
+                    os.link(final, bak)
+                    links.append(bak)
+                except OSError:  # no hard links here: this target cannot be restored
+                    bak = None
+            os.replace(tmp_path, final)
+            tmp_files.pop(0)
+            done.append((final, bak, existed))
+    except OSError:
+        for final, bak, existed in reversed(done):
+            with contextlib.suppress(OSError):
+                if bak is not None:
+                    os.replace(bak, final)
+                elif not existed:
+                    os.unlink(final)
+        raise
+    finally:
+        for bak in links:
+            with contextlib.suppress(OSError):
+                os.unlink(bak)
 
 
 def _umask() -> int:

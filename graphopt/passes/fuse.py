@@ -41,12 +41,19 @@ class Fuse(Pass):
     max_rewrites: int = option(DEFAULT_MAX_REWRITES, "stop after this many rewrites (a safety cap: every built-in "
                                                      "rule removes at least one node)")
 
-    def selected_rules(self, ctx: JitContext) -> list[Rule]:
-        """The rules this pass runs, in registry order. Raises ConfigError for an unknown level or rule name."""
+    def __post_init__(self) -> None:
+        # a bad level is a usage error when the pipeline is built, not a pass failure later
         if self.level not in LEVELS:
             raise ConfigError(f"fuse: unknown level {self.level!r}", hint="use one of: " + ", ".join(LEVELS))
+
+    def selected_rules(self, ctx: JitContext) -> list[Rule]:
+        """The rules this pass runs, in registry order. Raises ConfigError for an unknown rule name."""
         for n in (*self.rules, *self.skip_rules):
-            ctx.rules.get(n)  # raises ConfigError with a did-you-mean hint
+            if n not in ctx.rules:
+                try:
+                    ctx.rules.get(n)
+                except ConfigError as e:  # the hint goes into the message: a pass failure reports only that
+                    raise ConfigError(f"fuse: {e.message} ({e.hint})", hint=e.hint) from None
         skip = set(self.skip_rules)
         if self.rules:
             wanted = set(self.rules)

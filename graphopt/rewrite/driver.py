@@ -197,12 +197,12 @@ def rewrite_model(model: Model, rules: Sequence[Rule], *, jit: JitContext | None
                             stats.rewrites)
                 queue.clear()
                 break
+            if observer is not None:
+                observer(rule, node, res)  # before the node leaves the graph
+            log.debug("rule %s fires at %s", rule.name, describe(node))
             created, touched = apply_match(rule, res, ctx)
             stats.rewrites += 1
             stats.fired[rule.name] = stats.fired.get(rule.name, 0) + 1
-            log.debug("rule %s fired at %s", rule.name, describe(node))
-            if observer is not None:
-                observer(rule, node, res)
             for n in created:
                 push(n)
             for v in touched:

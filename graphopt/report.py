@@ -308,7 +308,7 @@ def render(report: Report, console: Any, *, verbose: int = 0) -> None:
         render_model(report.models[0], console, verbose=verbose)
         return
     for m in report.models:
-        console.print(one_line(m, report.command))
+        console.print(one_line(m, report.command), soft_wrap=True)  # one line per model, for grep
         if verbose and m.error is None:
             render_model(m, console, verbose=verbose)
     render_summary(report, console)

@@ -23,7 +23,7 @@ import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .shapes import Shape, TensorType, Type
+from .shapes import MapType, OpaqueType, OptionalType, SequenceType, Shape, SparseTensorType, TensorType, Type
 from .tensors import Tensor
 
 Use = tuple  # (node: Node, input_index: int)
@@ -34,6 +34,7 @@ class IRError(Exception):
 
 
 _UNSET: Any = object()
+_TYPES = (TensorType, SparseTensorType, SequenceType, OptionalType, MapType, OpaqueType)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -354,6 +355,8 @@ def make_attr(name: str, value: Any) -> Attr:
         return Attr(name, AttrType.TENSOR, Tensor.from_numpy(value))
     if isinstance(value, Graph):
         return Attr(name, AttrType.GRAPH, value)
+    if isinstance(value, _TYPES):
+        return Attr(name, AttrType.TYPE_PROTO, value)
     if isinstance(value, (list, tuple)):
         vals = list(value)
         if not vals:
@@ -369,6 +372,8 @@ def make_attr(name: str, value: Any) -> Attr:
             return Attr(name, AttrType.TENSORS, vals)
         if isinstance(v0, Graph):
             return Attr(name, AttrType.GRAPHS, vals)
+        if isinstance(v0, _TYPES):
+            return Attr(name, AttrType.TYPE_PROTOS, vals)
     raise IRError(f"cannot make attribute {name!r} from {type(value).__name__}")
 
 

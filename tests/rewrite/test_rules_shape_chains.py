@@ -198,3 +198,41 @@ def test_merge_squeeze(a1: list[int], a2: list[int], opset: int) -> None:
 def test_merge_squeeze_without_axes() -> None:
     text = SQ.replace("OPSET", "13").replace("BODY", "u = Squeeze(x, k1)\n  y = Squeeze(u)").replace("OUT", "N, 5")
     check_not_fused(text, {"k1": np.array([1], np.int64)}, "merge-squeeze", "has no axes")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def reduce_text(op: str, ra: list[int], ua: list[int], opset: int, keepdims: int = 0) -> str:
+    since = 13 if op == "ReduceSum" else 18
+    red = (f"r = {op} <keepdims = {keepdims}> (x, ra)" if opset >= since
+           else f"r = {op} <keepdims = {keepdims}, axes = {ra}> (x)")
+    uns = "y = Unsqueeze(r, ua)" if opset >= 13 else f"y = Unsqueeze <axes = {ua}> (r)"
+    out = np.expand_dims(np.zeros((7, 4, 5)).sum(axis=tuple(ra)), tuple(ua)).shape
+    dims = ", ".join("N" if d == 7 else str(d) for d in out)
+    return f"""
+<ir_version: 8, opset_import: ["" : {opset}]>
+g (float[N, 4, 5] x) => (float[{dims}] y) {{
+  {red}
+  {uns}
+}}
+"""
+
+
+@pytest.mark.parametrize("op,opset", [("ReduceSum", 11), ("ReduceSum", 13), ("ReduceMean", 17), ("ReduceMax", 18),
+                                      ("ReduceL2", 18)])
+@pytest.mark.parametrize("ra,ua", [([1], [1]), ([-1], [2]), ([0, 2], [-3, -1])])
+def test_fuse_reduce_unsqueeze(op: str, opset: int, ra: list[int], ua: list[int]) -> None:
+    inits = {"ra": np.array(ra, np.int64), "ua": np.array(ua, np.int64)}
+    m = check_fuses(reduce_text(op, ra, ua, opset), inits, "fuse-reduce-unsqueeze", {op: 1}, bindings=BIND)
+    assert next(iter(m.graph)).attr("keepdims") == 1
+
+
+def test_fuse_reduce_unsqueeze_other_axes() -> None:
+    inits = {"ra": np.array([1], np.int64), "ua": np.array([2], np.int64)}
+    check_not_fused(reduce_text("ReduceSum", [1], [2], 13), inits, "fuse-reduce-unsqueeze",
+                    "reduces axes [1], Unsqueeze -> 'y' inserts [2]")
+
+
+def test_fuse_reduce_unsqueeze_keepdims_already() -> None:
+    text = reduce_text("ReduceSum", [1], [1], 13, keepdims=1).replace("float[N, 1, 5] y", "float[N, 1, 1, 5] y")
+    check_not_fused(text, {"ra": np.array([1], np.int64), "ua": np.array([1], np.int64)}, "fuse-reduce-unsqueeze",
+                    "keeps its dims already")

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..ir.core import Graph, Model, Node, Value
 from ..ir.shapes import TensorType
-from ..ir.tensors import DataType, INT_TYPES, numpy_dtype
+from ..ir.tensors import INT_TYPES, DataType, bits_of
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,9 @@ log = logging.getLogger(__name__)
 # with non-zero coefficients: that is the canonical form.
 
 
-def _akey(a: Any) -> str:
-    return a if a.__class__ is str else a.key
-
-
 def _term_key(t: tuple) -> tuple:
     m = t[0]
-    return (-len(m), tuple(_akey(a) for a in m))
+    return (-len(m), m)
 
 
 class _Op:
@@ -71,6 +67,20 @@ class _Op:
 
     def __hash__(self) -> int:
         return self._hash
+
+    # A total order on atoms: every symbol name sorts before every _Op; _Ops by key. This lets monomials (tuples
+    # of atoms) sort and compare natively.
+    def __lt__(self, o: Any) -> bool:
+        return o.__class__ is _Op and self.key < o.key
+
+    def __gt__(self, o: Any) -> bool:
+        return o.__class__ is not _Op or self.key > o.key
+
+    def __le__(self, o: Any) -> bool:
+        return self == o or self < o
+
+    def __ge__(self, o: Any) -> bool:
+        return self == o or self > o
 
     def __repr__(self) -> str:
         return f"_Op({self.kind!r}, {self.arg}, {self.k})"
@@ -250,7 +260,7 @@ class SymExpr:
         d: dict[tuple, int] = {}
         for m1, c1 in a.terms:
             for m2, c2 in b.terms:
-                m = tuple(sorted(m1 + m2, key=_akey)) if m1 and m2 else (m1 or m2)
+                m = tuple(sorted(m1 + m2)) if m1 and m2 else (m1 or m2)
                 d[m] = d.get(m, 0) + c1 * c2
         return _mk(d)
 
@@ -552,11 +562,24 @@ class ShapeSymbol:
         return str(self.value) if self.value is not None else str(self.name)
 
 
-@dataclass(frozen=True, slots=True)
 class SymbolicShape:
-    """A shape: ``dims`` is a tuple of :class:`SymExpr` (a static dim is a constant), or None for unknown rank."""
+    """A shape: ``dims`` is a tuple of :class:`SymExpr` (a static dim is a constant), or None for unknown rank.
 
-    dims: tuple[SymExpr, ...] | None
+    Immutable by convention (treat ``dims`` as read-only); equal and hashed by dims."""
+
+    __slots__ = ("dims",)
+
+    def __init__(self, dims: tuple[SymExpr, ...] | None) -> None:
+        self.dims = dims
+
+    def __eq__(self, o: object) -> bool:
+        return isinstance(o, SymbolicShape) and o.dims == self.dims
+
+    def __hash__(self) -> int:
+        return hash(self.dims)
+
+    def __repr__(self) -> str:
+        return f"SymbolicShape({self})"
 
     @property
     def rank(self) -> int | None:
@@ -623,8 +646,9 @@ _RANGE = {int(DataType.INT8): (-(1 << 7), (1 << 7) - 1), int(DataType.UINT8): (0
 _ANON = re.compile(r"unk__\d+$")
 # Slice bounds at or past this are "to the end" (dims are assumed to stay below 2**31 - 1).
 _BIG = (1 << 31) - 1
-# Initializers bigger than this go to onnx's inference as header-only stubs (it never needs their numbers).
-_STUB_BYTES = 4096
+# Initializers with more elements go to onnx's inference as header-only stubs (it never needs their numbers).
+_STUB_ELEMENTS = 1024
+_STUB_ABOVE_BYTES = 1 << 30
 _STUB_LOCATION = "graphopt-shape-inference-stub.bin"
 # Exceptions a rule may raise on a malformed node; the node's outputs then fall back to onnx's types.
 _RULE_ERRORS = (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError, AttributeError)
@@ -665,7 +689,9 @@ class SymbolTable:
         self._val: dict[Value, tuple[SymExpr, ...]] = {}
         self._cval: dict[Value, tuple[SymExpr, ...] | None] = {}
         self._dtype: dict[Value, int] = {}
-        self._onnx: dict[Value, Any] = {}
+        self._gp: dict[Graph, Any] = {}
+        self._vi: dict[Graph, dict[str, Any]] = {}
+        self._fresh_names: set[str] = set()
         self._onnx_status = "not run"
         self._opset = 21
         self._stats: dict[str, Any] = {}
@@ -856,6 +882,7 @@ class SymbolTable:
             name = f"unk_{self._fresh}"
             self._fresh += 1
             if name not in self._symbols and name not in self._reserved:
+                self._fresh_names.add(name)
                 return self._register(name, origin, "fresh")
 
     def _from_param(self, s: str, origin: str, parse: bool = True) -> SymExpr:
@@ -977,13 +1004,22 @@ class SymbolTable:
 
             from ..ir import serde
 
-            plan: dict[int, Any] = {}
-            for g in model.graph.all_graphs():
-                for v in g._initializers.values():
-                    t = v._const
-                    if t is not None and not t.is_sparse and not t.is_external and t.nbytes > _STUB_BYTES:
-                        plan[id(t)] = ("external", _STUB_LOCATION, 0, t.nbytes, {})
-            data = serde.serialize(model, plan or None)
+            data = serde.serialize(model)
+            if len(data) > _STUB_ABOVE_BYTES:
+                # protobuf refuses 2 GiB: send big initializers as header-only stubs (inference never reads them)
+                data = b""
+                plan: dict[int, Any] = {}
+                for g in model.graph.all_graphs():
+                    for v in g._initializers.values():
+                        t = v._const
+                        if t is None or t.is_sparse:
+                            continue
+                        size = 1
+                        for d in t.shape:
+                            size *= d
+                        if size > _STUB_ELEMENTS and not t.is_external:
+                            plan[id(t)] = ("external", _STUB_LOCATION, 0, (size * bits_of(t.dtype) + 7) // 8, {})
+                data = serde.serialize(model, plan)
             inferred = onnx.shape_inference.infer_shapes(data, check_type=False, strict_mode=False,
                                                          data_prop=True)
         except Exception as e:  # noqa: BLE001 - onnx raises many types; its results are optional here
@@ -995,51 +1031,45 @@ class SymbolTable:
         self._map_onnx(model.graph, inferred.graph)
 
     def _map_onnx(self, g: Graph, gp: Any) -> None:
-        by_name: dict[str, Value] = {}
-        subs: list[tuple[int, Node]] = []
+        """Pair our graphs with onnx's inferred GraphProtos (subgraphs by node position and attribute order);
+        the name -> ValueInfoProto tables are built only when a graph's types are first asked for."""
+        self._gp[g] = gp
+        nodes = gp.node
+        nn = len(nodes)
         i = 0
         for n in g:
-            for v in n._outputs:
-                if v._name:
-                    by_name[v._name] = v
-            if n._subgraphs:
-                subs.append((i, n))
+            if n._subgraphs and i < nn and nodes[i].op_type == n.op_type:
+                protos = []
+                for a in nodes[i].attribute:
+                    if a.type == 5:  # GRAPH
+                        protos.append(a.g)
+                    elif a.type == 10:  # GRAPHS
+                        protos.extend(a.graphs)
+                for sg, sgp in zip(n._subgraphs, protos):
+                    self._map_onnx(sg, sgp)
             i += 1
-        if g.owner is not None:
-            for v in g._inputs:
-                by_name[v._name or ""] = v
-        onnx_types = self._onnx
-        get = by_name.get
-        for vi in gp.value_info:
-            v = get(vi.name)
-            if v is not None:
-                onnx_types[v] = vi.type
-        for vi in gp.output:
-            v = get(vi.name)
-            if v is not None:
-                onnx_types[v] = vi.type
-        if g.owner is not None:
-            for vi in gp.input:
-                v = get(vi.name)
-                if v is not None:
-                    onnx_types[v] = vi.type
-        nodes = gp.node
-        for i, n in subs:
-            if i >= len(nodes) or nodes[i].op_type != n.op_type:
-                continue
-            protos = []
-            for a in nodes[i].attribute:
-                if a.type == 5:  # GRAPH
-                    protos.append(a.g)
-                elif a.type == 10:  # GRAPHS
-                    protos.extend(a.graphs)
-            for sg, sgp in zip(n._subgraphs or (), protos):
-                self._map_onnx(sg, sgp)
+
+    def _vi_table(self, g: Graph) -> dict[str, Any]:
+        t = self._vi.get(g)
+        if t is None:
+            gp = self._gp.get(g)
+            t = {}
+            if gp is not None:
+                t = {vi.name: vi for vi in gp.value_info}
+                for vi in gp.output:
+                    t[vi.name] = vi
+                if g.owner is not None:
+                    for vi in gp.input:
+                        t[vi.name] = vi
+            self._vi[g] = t
+        return t
 
     def _onnx_info(self, v: Value) -> tuple[int | None, list | None]:
         """(dtype, dims as int/str/None) from onnx's inference, else from the model's declaration."""
-        tp = self._onnx.get(v)
-        if tp is not None:
+        g = v.graph
+        vi = self._vi_table(g).get(v._name) if g is not None and self._gp else None  # type: ignore[arg-type]
+        if vi is not None:
+            tp = vi.type
             if tp.WhichOneof("value") != "tensor_type":
                 return None, None
             tt = tp.tensor_type
@@ -1150,7 +1180,9 @@ class SymbolTable:
 
     def _finish(self, n: Node, outs: list[Out] | None) -> None:
         shape_map = self._shape
-        for i, v in enumerate(n._outputs):
+        i = -1
+        for v in n._outputs:
+            i += 1
             if not v._name:
                 continue
             o = outs[i] if outs is not None and i < len(outs) else None
@@ -1158,7 +1190,14 @@ class SymbolTable:
                 dims, val, dt = None, None, None
             else:
                 dims, val, dt = o
-            if dt is None or dims is None or any(d is None or d.c is None for d in dims):
+            # onnx's answer fills what our rule left open
+            ask = dt is None or dims is None
+            if not ask:
+                for d in dims:  # type: ignore[union-attr]
+                    if d is None:
+                        ask = True
+                        break
+            if ask:
                 odt, odims = self._onnx_info(v)
                 if dt is None:
                     dt = odt
@@ -1319,10 +1358,14 @@ class SymbolTable:
         first = shapes[0]
         if first is None:
             return None
-        if all(s is first for s in shapes):
+        same = True
+        for s in shapes:
+            if s is None:
+                return None
+            if same and s != first:  # tuples compare element identity first: cheap for shared SymExprs
+                same = False
+        if same:
             return list(first)
-        if any(s is None for s in shapes):
-            return None
         r = max(len(s) for s in shapes)  # type: ignore[arg-type]
         out: list[SymExpr | None] = []
         bd = self._bcast_dim
@@ -1842,15 +1885,16 @@ def _r_reshape(t: SymbolTable, n: Node) -> list[Out]:
             return [([None] * len(tgt), None, dt)]
         else:
             dims.append(e)
-    total = t._prod(xs)
     if neg >= 0:
+        total = t._prod(xs)
         rest = t._prod([d for i, d in enumerate(dims) if i != neg])
         if total is not None and rest is not None:
             # exact in every run that does not fail (the runtime checks divisibility, and rest != 0)
             dims[neg] = t.canon(total).floordiv(t.canon(rest))
-    elif total is not None:
-        out = t._prod(dims)
-        if out is not None:
+    elif xs is not None and [d for d in xs if d.c is None] != [d for d in dims if d is None or d.c is None]:
+        # the symbolic dims differ between input and output: their products must match
+        total, out = t._prod(xs), t._prod(dims)
+        if total is not None and out is not None:
             t._unify_products(total, out, "Reshape")
     val = None
     xv = t._v(x)

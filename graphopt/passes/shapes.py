@@ -91,14 +91,16 @@ class SimplifyShapes(Pass):
                     if arr is not None:
                         static[n] = arr
                         continue
-                if self.reshape and n.op_type == "Reshape":
+                if self.reshape and n.op_type == "Reshape" and n.input(1) is not None and \
+                        n.input(1).producer not in static:  # a static target is folded below instead
                     tgt = _reshape_target(n, table)
                     if tgt is not None:
                         reshapes.append((n, tgt))
-            # fold where the value leaves the static part: some reader will not be folded
+            # fold where the value leaves the static part: some reader will not be folded, or it is a graph
+            # output (which then reads the constant through an Identity; an Identity of a constant stays)
             for n, arr in static.items():
                 v = n.output
-                if any(u not in static for u, _ in v.uses()):
+                if any(u not in static for u, _ in v.uses()) or (v.is_graph_output() and not _is_const_copy(n)):
                     folds.append((v, arr))
         ctx.current_node = None
         if not folds and not reshapes:
@@ -113,8 +115,8 @@ class SimplifyShapes(Pass):
             assert p is not None and p.graph is not None
             ctx.current_node = p
             c = Builder(p.graph).const(arr, prefix=f"{v.name}_folded" if v.name else "shape_const")
-            # a graph output keeps its producer; its readers take the constant
-            v.replace_all_uses_with(c, outputs=False)
+            # a graph output keeps its name: the IR puts an Identity of the constant in its place
+            v.replace_all_uses_with(c)
             folded += 1
             dead.append(p)
         rewritten = 0
@@ -156,6 +158,12 @@ class SimplifyShapes(Pass):
                 return None
             arr = arr.reshape(())
         return arr
+
+
+def _is_const_copy(n: Node) -> bool:
+    """An Identity of a constant: what a folded graph output already is (folding it again would loop)."""
+    x = n.input(0)
+    return n.op_type == "Identity" and x is not None and x.is_constant()
 
 
 def _reshape_target(n: Node, table: Any) -> list[int] | None:

@@ -80,10 +80,19 @@ def inspect_cmd(input: str, as_json: bool, no_symbols: bool, verbose: int, quiet
     c.print(ops)
     syms = sym.get("symbols") if isinstance(sym, dict) else None
     if syms:
-        t = Table(title="shape symbols")
+        max_rows = 40
+        notes = []
+        if len(syms) > max_rows:
+            notes.append(f"{len(syms) - max_rows} more in --json")
+        hidden = sym.get("fresh_symbols_not_shown", 0)
+        if hidden:
+            notes.append(f"{hidden} fresh unk_N symbols of unknown dims not shown")
+        t = Table(title="shape symbols", caption="; ".join(notes) or None)
         t.add_column("symbol")
         t.add_column("origin")
         t.add_column("unified with")
-        for s in syms:
+        for s in syms[:max_rows]:
             t.add_row(str(s.get("name")), str(s.get("origin", "")), ", ".join(map(str, s.get("unified_with", []))))
         c.print(t)
+        if sym.get("conflicts"):
+            c.print(f"[yellow]shape conflicts:[/] {len(sym['conflicts'])} (first: {sym['conflicts'][0]})")

@@ -99,7 +99,8 @@ class SymExpr:
         self.terms = terms
         n = len(terms)
         self.c: int | None = 0 if n == 0 else (terms[0][1] if n == 1 and not terms[0][0] else None)
-        self._hash = hash(terms)
+        # a constant hashes like the int it equals
+        self._hash = hash(terms) if self.c is None else hash(self.c)
         self._str: str | None = None
         self._syms: frozenset[str] | None = None
 
@@ -729,8 +730,9 @@ class SymbolTable:
         t3 = time.perf_counter()
         self._version = model.mutations
         self._model_id = id(model)
-        total = len(self._shape_targets(model))
-        shaped = sum(1 for v in self._shape_targets(model) if self._shape.get(v, UNKNOWN_RANK).dims is not None)
+        targets = self._shape_targets(model)
+        total = len(targets)
+        shaped = sum(1 for v in targets if self._shape.get(v, UNKNOWN_RANK).dims is not None)
         nvals = sum(1 for v in self._val if v.producer is not None)
         self._stats = {"values": total, "shaped": shaped, "shape_values": nvals}
         fresh = sum(1 for s in self._symbols.values() if s.kind == "fresh")
@@ -1220,16 +1222,11 @@ class SymbolTable:
         out = list(dims)
         same = odims is not None and len(odims) == len(dims)
         for i, d in enumerate(out):
-            if d is not None and d.c is not None:
-                continue
-            od = odims[i] if same else None  # type: ignore[index]
+            # onnx's answer only fills what our rules could not derive: it may come from value_info the model
+            # declares, which can be stale (a static dim traced at export), and a wrong static dim would let a
+            # Shape fold to a constant that holds for one binding only
             if d is None:
-                out[i] = self._conv_dim(od, v, i, n)
-            elif od.__class__ is int and od >= 0:
-                # onnx's inference knows this dim statically (data propagation, declared value_info)
-                if d.symbol_name is not None:
-                    self._unify(d, SymExpr.const(od), f"onnx shape inference of {v.name!r}")
-                out[i] = SymExpr.const(od)
+                out[i] = self._conv_dim(odims[i] if same else None, v, i, n)  # type: ignore[index]
         return out
 
     def _conv_dim(self, d: Any, v: Value, i: int, n: Node) -> SymExpr:
@@ -1916,11 +1913,12 @@ def _r_expand(t: SymbolTable, n: Node) -> list[Out]:
     dims = t._bcast([xs, tv], "Expand")
     val = None
     xv = t._v(x)
-    if xv is not None and dims is not None and len(dims) <= 1:
-        val = _zip_vals([xv, tv], lambda a, b: a) if len(dims) == 1 and dims[0] is not None and \
-            dims[0].c is not None else None
-        if val is not None and len(val) != dims[0].c:  # type: ignore[union-attr]
-            val = tuple(val) * dims[0].c if len(val) == 1 else None  # type: ignore[union-attr, operator]
+    if xv is not None and dims is not None:
+        if not dims:
+            val = xv
+        elif len(dims) == 1 and dims[0] is not None and dims[0].c is not None:
+            L = dims[0].c
+            val = xv if len(xv) == L else (xv * L if len(xv) == 1 and L <= t.max_value_len else None)
     return [(dims, val, dt)]
 
 

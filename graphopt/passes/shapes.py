@@ -161,9 +161,13 @@ class SimplifyShapes(Pass):
 
 
 def _is_const_copy(n: Node) -> bool:
-    """An Identity of a constant: what a folded graph output already is (folding it again would loop)."""
+    """An Identity of a constant (initializer or Constant node): what a folded graph output already is; folding
+    it again would only churn."""
     x = n.input(0)
-    return n.op_type == "Identity" and x is not None and x.is_constant()
+    if n.op_type != "Identity" or x is None:
+        return False
+    p = x.producer
+    return x.is_constant() or (p is not None and p.op_type == "Constant" and _std(p))
 
 
 def _reshape_target(n: Node, table: Any) -> list[int] | None:

@@ -303,6 +303,8 @@ OPS = [
     ("sh = Shape(x)  o = Neg(sh)", "o", "[3]", ["-batch", "-seq", "-768"]),
     ("sh = Shape(x)  n = Neg(sh)  o = Abs(n)", "o", "[3]", ["batch", "seq", "768"]),
     ("sh = Shape(x)  o = Expand(x, sh)", "o", "[batch, seq, 768]", None),
+    ("o = Expand(i1, two1)", "o", "[2]", ["1", "1"]),
+    ("o = Expand(a1, one1)", "o", "[1]", ["1"]),
     ("o = Expand(x, k3)", "o", "[batch, 2, 768]", None),  # seq must be 1 or 2: the output has 2
     ("o = Tile(x, k3)", "o", "[batch, 2*seq, 768]", None),
     ("o = Transpose<perm=[1, 0, 2]>(x)", "o", "[seq, batch, 768]", None),
@@ -330,7 +332,7 @@ OPS = [
 
 @pytest.mark.parametrize("body, out, shape, value", OPS, ids=[o[0][-40:] for o in OPS])
 def test_inference_through_op(body: str, out: str, shape: str, value: list[str] | None) -> None:
-    inits = dict(I64, a2=np.array([2]), k2=np.array([2]), k768=np.array([768]), two1=np.array([2]), z0=np.array([0]),
+    inits = dict(I64, one1=np.array([1]), a2=np.array([2]), k2=np.array([2]), k768=np.array([768]), two1=np.array([2]), z0=np.array([0]),
                  k3=np.array([1, 2, 1]), i2x=np.array([2]), pads=np.array([0, 1, 0, 1, 1, 0]),
                  w=np.ones((768, 16), np.float32), wt=np.ones((16, 768), np.float32))
     t, m = _table(HDR + f"g (float[batch, seq, 768] x) => (float o_) {{ {body}  o_ = Identity({out}) }}", inits)
@@ -586,3 +588,21 @@ def test_big_models_go_to_onnx_with_stub_initializers(monkeypatch: pytest.Monkey
     assert d["onnx_inference"] == "ok"
     assert str(t.shape_of(_out(m, "e"))) == "[b, 32]"
     assert m.graph.initializers["w"].const.numpy().sum() == 64 * 32  # the model itself is untouched
+
+
+def test_constants_hash_like_ints() -> None:
+    assert C(3) == 3 and hash(C(3)) == hash(3) and hash(C(0)) == hash(0)
+    assert {C(3): "x"}[SymExpr.parse("1+2")] == "x"
+
+
+def test_stale_value_info_does_not_override_derived_dims() -> None:
+    # an exporter left a traced static shape for an intermediate: our derivation (batch) stands, so that
+    # nothing downstream would fold Shape(y) to [1, 4]
+    m = from_text(HDR + "g (float[batch, 4] x) => (float z) { y = Relu(x)  s = Shape(y)  z = ReduceSum(y) }")
+    mp = to_proto(m)
+    mp.graph.value_info.append(onnx.helper.make_tensor_value_info("y", 1, [1, 4]))
+    m = serde.from_proto(mp)
+    t = SymbolTable()
+    t.infer(m)
+    assert str(t.shape_of(_out(m, "y"))) == "[batch, 4]"
+    assert [str(e) for e in t.value_of(_out(m, "s"))] == ["batch", "4"]

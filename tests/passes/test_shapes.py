@@ -353,3 +353,12 @@ def test_pass_reinfers_after_other_changes_in_the_same_context() -> None:
     rec = run_pass(m, "simplify-shapes", ctx=ctx).passes[0]
     assert rec.changed and op_types(m) == ["Reshape"]
     assert_same_outputs(snap, m, bindings=BINDINGS)
+
+
+@pytest.mark.parametrize("src", ["c = Constant<value_ints=[1, 2]>()", "c = Identity(k2)"])
+def test_identity_of_a_constant_at_a_graph_output_is_left_alone(src: str) -> None:
+    # already as constant as a graph output gets: refolding it would only churn (and never converge)
+    body = f"{src}  y = Identity(c)  z = Relu(x)" if "Constant" in src else "y = Identity(k2)  z = Relu(x)"
+    m, snap, rec = _once(HDR + f"g (float[2] x) => (int64[2] y, float[2] z) {{ {body} }}",
+                         {"k2": np.array([1, 2])})
+    assert not rec.changed

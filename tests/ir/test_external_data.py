@@ -320,3 +320,24 @@ def test_failed_save_with_no_previous_output_leaves_nothing(tmp_path: Path, src:
 def test_save_to_missing_folder_is_an_output_error(tmp_path: Path, src: Path) -> None:
     with pytest.raises(OutputError, match="does not exist"):
         ir.save(ir.load(src), tmp_path / "nope" / "model.onnx")
+
+
+@pytest.mark.parametrize("mode", ["unsupported", "partial"])
+def test_data_copy_falls_back_when_the_kernel_copy_fails(src: Path, tmp_path: Path, mode: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    real = getattr(os, "copy_file_range", None)
+    calls = {"n": 0}
+
+    def copy_file_range(fd_in: int, fd_out: int, count: int, offset_src: int | None = None) -> int:
+        calls["n"] += 1
+        if mode == "unsupported" or real is None or calls["n"] > 1:
+            raise OSError(38, "Function not implemented")
+        return real(fd_in, fd_out, min(count, 1000), offset_src)  # a short copy, then a failure
+
+    monkeypatch.setattr(os, "copy_file_range", copy_file_range, raising=False)
+    out = tmp_path / "out" / "model.onnx"
+    out.parent.mkdir()
+    ir.save(ir.load(src), out)
+    assert calls["n"] >= 1
+    assert (out.parent / "weights.bin").read_bytes() == (src.parent / "weights.bin").read_bytes()
+    assert _ext_entries(out) == _ext_entries(src)

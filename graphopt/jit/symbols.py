@@ -654,7 +654,6 @@ _STUB_LOCATION = "graphopt-shape-inference-stub.bin"
 # Exceptions a rule may raise on a malformed node; the node's outputs then fall back to onnx's types.
 _RULE_ERRORS = (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError, AttributeError)
 
-Dims = "list[SymExpr | None] | None"
 Out = tuple  # (dims: list[SymExpr | None] | None, value: tuple[SymExpr, ...] | None, dtype: int | None)
 
 
@@ -2031,9 +2030,6 @@ def _r_flatten(t: SymbolTable, n: Node) -> list[Out]:
     if axis < 0:
         axis += len(xs)
     return [([t._prod(xs[:axis]), t._prod(xs[axis:])], None, dt)]
-
-
-_REDUCE_AXES_INPUT_FROM = {"ReduceSum": 13}
 
 
 def _r_reduce(t: SymbolTable, n: Node) -> list[Out]:

@@ -89,22 +89,22 @@ class FunctionPurity:
 
     def op_is_pure(self, domain: str, op_type: str, overload: str) -> bool:
         """Whether an op always gives the same outputs for the same inputs and attributes."""
+        key = (domain, op_type, overload)
+        memo = self._memo
+        r = memo.get(key)
+        if r is not None:
+            return r
+        memo[key] = False  # also while in progress: a recursive call is not assumed pure
         if is_random_op(op_type):
             return False
         d = _domain(domain)
         if d in KNOWN_DOMAINS:
-            return True
-        key = (d, op_type, overload)
-        memo = self._memo
-        if key in memo:
-            return memo[key]
-        f = self._by_key.get(key)
-        if f is None:
-            memo[key] = False
-            return False
-        memo[key] = False  # while in progress: a recursive call is not assumed pure
-        memo[key] = self._body_is_pure(f)
-        return memo[key]
+            r = True
+        else:
+            f = self._by_key.get((d, op_type, overload))
+            r = f is not None and self._body_is_pure(f)
+        memo[key] = r
+        return r
 
     def _body_is_pure(self, f: Any) -> bool:
         stack = [f.node]
@@ -153,17 +153,25 @@ class KeyMaker:
     # -- inputs ------------------------------------------------------------------------------------------------
     @staticmethod
     def inputs_key(n: Node, local: dict[Value, int] | None) -> Hashable:
-        ins = list(n.inputs)
-        while ins and ins[-1] is None:
-            ins.pop()  # a trailing absent optional input is the same as none
-        refs: list[Any] = ins if local is None else [None if v is None else local.get(v, v) for v in ins]
+        refs: tuple[Any, ...] = n.inputs
+        if refs and refs[-1] is None:
+            trimmed = list(refs)
+            while trimmed and trimmed[-1] is None:
+                trimmed.pop()  # a trailing absent optional input is the same as none
+            refs = tuple(trimmed)
+        if local is not None:
+            refs = tuple([None if v is None else local.get(v, v) for v in refs])
         if len(refs) == 2 and n.op_type in _COMMUTATIVE and _domain(n.domain) == "" and None not in refs:
             return frozenset(refs)  # {a, b} == {b, a}; Add(a, a) gives {a}, which only Add(a, a) matches
-        return tuple(refs)
+        return refs
 
     @staticmethod
-    def outputs_key(n: Node) -> tuple[bool, ...]:
-        return tuple(bool(v.name) for v in n.outputs)
+    def outputs_key(n: Node) -> Hashable:
+        """Output arity and which optional outputs are absent (a bool for the common single output)."""
+        outs = n.outputs
+        if len(outs) == 1:
+            return bool(outs[0].name)
+        return tuple(bool(v.name) for v in outs)
 
     # -- attributes --------------------------------------------------------------------------------------------
     def attrs_key(self, n: Node, local: dict[Value, int] | None = None) -> tuple | None:
@@ -266,10 +274,11 @@ def _bytes(s: str | bytes) -> bytes:
 # The scoped, two-level hash table
 # ----------------------------------------------------------------------------------------------------------------
 class _Bucket:
-    __slots__ = ("pending", "full")
+    """The objects sharing a cheap key, by full key."""
 
-    def __init__(self, obj: Any):
-        self.pending: Any = obj  # the only entry, its full key not computed yet
+    __slots__ = ("full",)
+
+    def __init__(self) -> None:
         self.full: dict[Hashable, Any] = {}
 
 
@@ -298,18 +307,21 @@ class ScopedTable:
 
     def find_or_add(self, cheap: Hashable, obj: Any) -> Any:
         """An earlier object equal to `obj`, or None (and `obj` is remembered in the current scope)."""
-        b = self._table.get(cheap)
+        table = self._table
+        b = table.get(cheap)
         if b is None:
-            self._table[cheap] = _Bucket(obj)
+            # the only object with this cheap key so far: stored as is, its full key not computed
+            table[cheap] = obj
             self._log[-1].append((None, cheap))
             return None
-        p = b.pending
-        if p is not None:
-            # the bucket's first object (whatever scope added it) moves to the full-key level
-            b.pending = None
-            pk = self._full_key(p)
+        if type(b) is not _Bucket:
+            # a second object: the first (whatever scope added it) moves to the full-key level, in a bucket that
+            # goes with the first's table entry when its scope closes
+            first = b
+            b = table[cheap] = _Bucket()
+            pk = self._full_key(first)
             if pk is not None:
-                b.full.setdefault(pk, p)
+                b.full[pk] = first
         fk = self._full_key(obj)
         if fk is None:
             return None
@@ -361,9 +373,10 @@ class _Walker:
     def _tensor_full_key(self, v: Value) -> Hashable | None:
         return tensor_key(v.const, self.keys.max_tensor_bytes)  # type: ignore[arg-type]
 
-    def walk(self, g: Graph) -> None:
-        self.nodes.push()
-        self.tensors.push()
+    def walk(self, g: Graph, *, top: bool = True) -> None:
+        if not top:
+            self.nodes.push()
+            self.tensors.push()
         self.ctx.current_step = "initializers"
         self._initializers(g)
         self.ctx.current_step = "nodes"
@@ -371,10 +384,11 @@ class _Walker:
             subs = n.subgraphs()
             if subs:
                 for sg in subs:
-                    self.walk(sg)
+                    self.walk(sg, top=False)
             self._visit(n)
-        self.tensors.pop()
-        self.nodes.pop()
+        if not top:  # the main graph's entries just go with the tables
+            self.tensors.pop()
+            self.nodes.pop()
 
     # -- initializers ------------------------------------------------------------------------------------------
     def _initializers(self, g: Graph) -> None:
@@ -405,10 +419,11 @@ class _Walker:
         outs = n.outputs
         if not outs:
             return  # a node with no outputs exists for an effect: keep every one
-        if not self.purity.op_is_pure(n.domain, n.op_type, n.overload):
+        op, dom, ov = n.op_type, n.domain, n.overload
+        if not self.purity.op_is_pure(dom, op, ov):
             return
         keys = self.keys
-        cheap = (n.op_type, _domain(n.domain), n.overload, keys.inputs_key(n, None), keys.outputs_key(n))
+        cheap = (op, _domain(dom), ov, keys.inputs_key(n, None), keys.outputs_key(n))
         first = self.nodes.find_or_add(cheap, n)
         if first is None:
             return

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_REWRITES = 1_000_000
+# a value with more readers than this never becomes a matchable intermediate by losing one (see apply_match)
+MAX_REQUEUE_FANOUT = 4
 
 # observer(rule, node, outcome): outcome is the Match that was rewritten or the Fail that stopped it
 Observer = Callable[[Rule, Node, "Match | Fail"], None]
@@ -46,6 +48,7 @@ class DriverStats:
     fired: dict[str, int] = field(default_factory=dict)
     attempts: int = 0
     visited: int = 0
+    requeued: int = 0  # nodes offered to the worklist after rewrites (duplicates included): the requeue work
     cap_hit: bool = False
     skipped_rules: dict[str, str] = field(default_factory=dict)  # rule name -> why it cannot apply to the model
 
@@ -130,7 +133,10 @@ def apply_match(rule: Rule, m: Match, ctx: RewriteContext) -> tuple[list[Node], 
                 changed = True
     if dead:
         graph.remove(list(dead))
-    touched = [v for v in new_outs] + [v for v in leaves if v.is_used()]
+    # Readers of a leaf that lost a reader may match now, but only if the leaf has few readers left: a pattern
+    # covers every reader of its intermediates, and no pattern covers more than a handful. Skipping wide fan-outs
+    # (a shared constant read by every layer) keeps the work per rewrite bounded instead of O(readers).
+    touched = list(new_outs) + [v for v in leaves if 0 < v.num_uses() <= MAX_REQUEUE_FANOUT]
     if ctx.jit is not None:
         ctx.jit.current_step = None
     return list(b.created), touched
@@ -207,6 +213,7 @@ def rewrite_model(model: Model, rules: Sequence[Rule], *, jit: JitContext | None
                 push(n)
             for v in touched:
                 for u in v.consumers():
+                    stats.requeued += 1
                     push(u)
             break  # the node is gone (or replaced); its new form is queued
     return stats

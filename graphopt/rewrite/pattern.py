@@ -145,15 +145,46 @@ class _State:
     def __init__(self, m: Match):
         self.m = m
         self.graph = m.root.graph
-        self.best: Fail | None = None
+        self.best: tuple[Callable[[], str], Node | None] | Fail | None = None
         self.best_depth = -1
 
-    def fail(self, reason: str, node: Node | None = None) -> None:
+    def fail(self, reason: Callable[[], str], node: Node | None = None) -> None:
+        """Record a failure. The reason is a callable, formatted only for the failure that is reported (matching
+        fails at many places while it backtracks; formatting every message would dominate its cost)."""
         # keep the failure that got furthest (most nodes matched); the first one on ties
         d = len(self.m.matched) * 4 + len(self.m.values)
         if d > self.best_depth:
             self.best_depth = d
-            self.best = Fail(reason, node)
+            self.best = (reason, node)
+
+    def result(self) -> Fail | None:
+        b = self.best
+        if b is None or isinstance(b, Fail):
+            return b
+        return Fail(b[0](), b[1])
+
+
+class _Where:
+    """'input i of Op name', formatted on demand."""
+
+    __slots__ = ("node", "i")
+
+    def __init__(self, node: Node, i: int):
+        self.node = node
+        self.i = i
+
+    def __str__(self) -> str:
+        return f"input {self.i} of {describe(self.node)}"
+
+
+class _Ops:
+    __slots__ = ("ops",)
+
+    def __init__(self, ops: tuple[str, ...]):
+        self.ops = ops
+
+    def __str__(self) -> str:
+        return "/".join(self.ops)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -162,7 +193,7 @@ class _State:
 class Pattern:
     """Base class: something that matches a value (or an absent input, for :class:`Opt`)."""
 
-    def _match(self, v: Value | None, st: _State, where: str) -> Iterator[None]:
+    def _match(self, v: Value | None, st: _State, where: Any) -> Iterator[None]:
         raise NotImplementedError
 
     def root_ops(self) -> tuple[str, ...]:
@@ -180,9 +211,9 @@ class Var(Pattern):
     def __init__(self, name: str | None = None):
         self.name = None if name in (None, "_") else name
 
-    def _match(self, v: Value | None, st: _State, where: str) -> Iterator[None]:
+    def _match(self, v: Value | None, st: _State, where: Any) -> Iterator[None]:
         if v is None:
-            st.fail(f"{where} is absent")
+            st.fail(lambda: f"{where} is absent")
             return
         name = self.name
         if name is None:
@@ -194,7 +225,8 @@ class Var(Pattern):
             if old is v:
                 yield
             else:
-                st.fail(f"{where} should be {describe_value(old)} (bound as {name!r}), found {describe_value(v)}")
+                st.fail(lambda: f"{where} should be {describe_value(old)} (bound as {name!r}), "
+                        f"found {describe_value(v)}")
             return
         vals[name] = v
         try:
@@ -220,25 +252,25 @@ class Const(Var):
         self.rtol = rtol
         self.scalar = scalar or value is not None
 
-    def _match(self, v: Value | None, st: _State, where: str) -> Iterator[None]:
+    def _match(self, v: Value | None, st: _State, where: Any) -> Iterator[None]:
         if v is None:
-            st.fail(f"{where} is absent")
+            st.fail(lambda: f"{where} is absent")
             return
         t = const_tensor(v)
         if t is None:
-            st.fail(f"{where} ({describe_value(v)}) is not a constant")
+            st.fail(lambda: f"{where} ({describe_value(v)}) is not a constant")
             return
         if self.scalar and t.size != 1:
-            st.fail(f"{where} ({describe_value(v)}) has {t.size} elements, not 1")
+            st.fail(lambda: f"{where} ({describe_value(v)}) has {t.size} elements, not 1")
             return
         if self.value is not None:
             arr = t.numpy()
             if arr.dtype.kind not in "fiub":
-                st.fail(f"{where} ({describe_value(v)}) is not numeric")
+                st.fail(lambda: f"{where} ({describe_value(v)}) is not numeric")
                 return
             x = float(np.asarray(arr, dtype=np.float64).reshape(-1)[0])
             if not abs(x - self.value) <= self.rtol * abs(self.value):
-                st.fail(f"{where} ({describe_value(v)}) is {x:.6g}, not {self.value:.6g}")
+                st.fail(lambda: f"{where} ({describe_value(v)}) is {x:.6g}, not {self.value:.6g}")
                 return
         name = self.name
         if name is None:
@@ -261,7 +293,7 @@ class Opt(Pattern):
     def __init__(self, pattern: Pattern):
         self.pattern = pattern
 
-    def _match(self, v: Value | None, st: _State, where: str) -> Iterator[None]:
+    def _match(self, v: Value | None, st: _State, where: Any) -> Iterator[None]:
         if v is None:
             yield
             return
@@ -276,7 +308,7 @@ class AnyOf(Pattern):
             raise ValueError("AnyOf needs at least one alternative")
         self.alternatives = alternatives
 
-    def _match(self, v: Value | None, st: _State, where: str) -> Iterator[None]:
+    def _match(self, v: Value | None, st: _State, where: Any) -> Iterator[None]:
         for alt in self.alternatives:
             yield from alt._match(v, st, where)
 
@@ -352,40 +384,37 @@ class Pat(Pattern):
         if not self.allow_extra_inputs and n > len(self.inputs) and any(
                 node.input(i) is not None for i in range(len(self.inputs), n)):
             return False
-        if self.commute:
-            return True
-        # first level: a sub-pattern naming op types must find one of them producing that input
-        for i, p in enumerate(self.inputs):
-            if isinstance(p, Pat):
-                v = node.input(i)
-                if v is None or v.producer is None or v.producer.op_type not in p.ops:
-                    return False
-        return True
+        # first level only: each input must be able to fit its sub-pattern (op type of its producer, constness)
+        ins = self.inputs
+        if self.commute and len(ins) == 2:
+            v0, v1 = node.input(0), node.input(1)
+            return (_fits(ins[0], v0) and _fits(ins[1], v1)) or (_fits(ins[0], v1) and _fits(ins[1], v0))
+        return all(_fits(p, node.input(i)) for i, p in enumerate(ins))
 
-    def _match(self, v: Value | None, st: _State, where: str) -> Iterator[None]:
-        want = "/".join(self.ops)
+    def _match(self, v: Value | None, st: _State, where: Any) -> Iterator[None]:
+        want = _Ops(self.ops)
         if v is None:
-            st.fail(f"{where} is absent (expected {want})")
+            st.fail(lambda: f"{where} is absent (expected {want})")
             return
         p = v.producer
         if p is None:
             kind = "a constant" if v.const is not None else "a graph input"
-            st.fail(f"{where} ({describe_value(v)}) is {kind}, not the output of {want}")
+            st.fail(lambda: f"{where} ({describe_value(v)}) is {kind}, not the output of {want}")
             return
         if p.op_type not in self.ops or p.domain not in _domains(self.domain):
-            st.fail(f"{where} ({describe_value(v)}) comes from {describe(p)}, not {want}", p)
+            st.fail(lambda: f"{where} ({describe_value(v)}) comes from {describe(p)}, not {want}", p)
             return
         if p.graph is not st.graph:
-            st.fail(f"{where}: {describe(p)} is in an enclosing graph", p)
+            st.fail(lambda: f"{where}: {describe(p)} is in an enclosing graph", p)
             return
         if v.index != 0:
-            st.fail(f"{where} is output {v.index} of {describe(p)}, not its output 0", p)
+            st.fail(lambda: f"{where} is output {v.index} of {describe(p)}, not its output 0", p)
             return
         yield from self._match_node(p, st)
 
     def _match_root(self, node: Node, st: _State) -> Iterator[None]:
         if node.op_type not in self.ops or node.domain not in _domains(self.domain):
-            st.fail(f"{describe(node)} is not {'/'.join(self.ops)}", node)
+            st.fail(lambda: f"{describe(node)} is not {'/'.join(self.ops)}", node)
             return
         yield from self._match_node(node, st)
 
@@ -398,7 +427,7 @@ class Pat(Pattern):
                 if old is node:
                     yield
                 else:
-                    st.fail(f"{describe(node)} should be {describe(old)} (bound as {name!r})", node)
+                    st.fail(lambda: f"{describe(node)} should be {describe(old)} (bound as {name!r})", node)
                 return
         if node in m.matched:
             # the same node reached twice through unnamed patterns: it matched once already
@@ -408,20 +437,22 @@ class Pat(Pattern):
         outs = node.outputs
         for k in range(self.outputs, len(outs)):
             if outs[k].is_used():
-                st.fail(f"{describe(node)} output {k} ({describe_value(outs[k])}) is used; the pattern expects "
+                st.fail(lambda: f"{describe(node)} output {k} ({describe_value(outs[k])}) is used; the pattern "
+                        f"expects "
                         f"only {self.outputs} output(s)", node)
                 return
         for aname, c in self.attrs.items():
             okay, got = _check_attr(node, aname, c)
             if not okay:
-                st.fail(f"{describe(node)} has {aname}={got!r}" + (f", needs {_show(c)}" if _show(c) else ""),
+                st.fail(lambda: f"{describe(node)} has {aname}={got!r}"
+                        + (f", needs {_show(c)}" if _show(c) else ""),
                         node)
                 return
         ins = node.inputs
         k = len(self.inputs)
         if len(ins) > k and not self.allow_extra_inputs:
             if any(x is not None for x in ins[k:]):
-                st.fail(f"{describe(node)} has {len(ins)} inputs, the pattern expects {k}", node)
+                st.fail(lambda: f"{describe(node)} has {len(ins)} inputs, the pattern expects {k}", node)
                 return
         vals = [ins[i] if i < len(ins) else None for i in range(k)]
         m.matched[node] = None
@@ -439,6 +470,21 @@ class Pat(Pattern):
     def __repr__(self) -> str:
         ins = ", ".join(repr(p) for p in self.inputs)
         return f"Pat({'/'.join(self.ops)}({ins}){' as ' + self.name if self.name else ''})"
+
+
+def _fits(p: Pattern | None, v: Value | None) -> bool:
+    """A cheap necessary condition for `p` to match `v` (no bindings, looks one node deep)."""
+    if p is None:
+        return v is None
+    if isinstance(p, Pat):
+        return v is not None and v.producer is not None and v.producer.op_type in p.ops
+    if isinstance(p, Const):
+        return v is not None and const_tensor(v) is not None
+    if isinstance(p, AnyOf):
+        return any(_fits(a, v) for a in p.alternatives)
+    if isinstance(p, Opt):
+        return v is None or _fits(p.pattern, v)
+    return v is not None  # Var
 
 
 def _domains(domain: str) -> tuple[str, ...]:
@@ -470,11 +516,11 @@ def _match_seq(pats: tuple[Pattern | None, ...], vals: list[Value | None], i: in
     p = pats[i]
     if p is None:  # the input must be absent
         if vals[i] is not None:
-            st.fail(f"input {i} of {describe(node)} should be absent", node)
+            st.fail(lambda: f"input {i} of {describe(node)} should be absent", node)
             return
         yield from _match_seq(pats, vals, i + 1, st, node, swapped)
         return
-    where = f"input {(1 - i) if swapped else i} of {describe(node)}"
+    where = _Where(node, (1 - i) if swapped else i)
     for _ in p._match(vals[i], st, where):
         yield from _match_seq(pats, vals, i + 1, st, node, swapped)
 
@@ -511,4 +557,4 @@ def match_pattern(pattern: Pattern, node: Node, accept: Callable[[Match], Fail |
         snap.data = m.data
         gen.close()
         return snap
-    return st.best or Fail(f"{describe(node)} does not match the pattern", node)
+    return st.result() or Fail(f"{describe(node)} does not match the pattern", node)

@@ -246,3 +246,27 @@ def test_rollback_restores_the_model_when_a_rule_raises(rng: np.random.Generator
     assert "broken-conv-bn" in rec.passes[0].error["message"]
     assert snapshot(m) == before
     assert serde.loads(before) is not None
+
+
+def test_work_stays_linear_when_a_constant_is_shared_by_every_block() -> None:
+    """Each rewrite requeues readers of the values its match read; a constant read by every block (here the GELU
+    constants) must not requeue all of them each time, or the run becomes quadratic."""
+    from graphopt.ir import Builder, Graph, Model, TensorType, Value
+
+    blocks = 300
+    g = Graph("g")
+    m = Model(g, ir_version=9, opset_imports={"": 20})
+    x = Value("x", type=TensorType(1, ("N", 4)))
+    g.add_input(x)
+    b = Builder(g)
+    sqrt2, one, half = (b.const(np.array(v, np.float32)) for v in (2 ** 0.5, 1.0, 0.5))
+    h = x
+    for _ in range(blocks):
+        e = b.op("Erf", b.op("Div", h, sqrt2))
+        h = b.op("Mul", b.op("Mul", h, b.op("Add", e, one)), half)
+    g.append_output(h)
+    st = rewrite_model(m, builtin_rules())
+    assert st.fired == {"fuse-gelu-erf": blocks}
+    # 5 nodes per block are visited once each; each rewrite offers a bounded number of nodes to the worklist
+    assert st.visited <= 5 * blocks, st.visited
+    assert st.requeued <= 8 * blocks, st.requeued

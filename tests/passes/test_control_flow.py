@@ -257,3 +257,4 @@ def test_a_rolled_back_inlining_restores_the_model_exactly() -> None:
     m.rollback(j)
     assert verify(m, strict=False) == []
     assert onnx.printer.to_text(serde.to_proto(m)) == text
+

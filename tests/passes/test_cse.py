@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphopt.ir.core import Model
+from graphopt.ir.core import Model, Node, Value
+from graphopt.ir.shapes import TensorType
 from graphopt.testing import (assert_same_outputs, assert_valid, count_ops, from_text, op_types, run_pass,
                               snapshot, to_proto)
 
@@ -356,3 +357,83 @@ def test_initializers_over_the_size_limit_are_not_hashed() -> None:
     assert _cse(m, max_tensor_bytes=255) == {}
     assert _cse(m, max_tensor_bytes=256) == {"initializers_merged": 1}
     assert list(to_proto(m).graph.initializer)[0].name == "w1"
+
+
+def test_duplicates_inside_a_loop_body_merge_and_body_interface_stays() -> None:
+    m = from_text(f"""
+    {H}
+    g (float[N] x, int64 n) => (float[N] y) {{
+      y = Loop(n, "", x) <body = body (int64 i, bool cin, float[N] acc) => (bool cout, float[N] acc2) {{
+        cout = Identity(cin)
+        a = Sin(acc)
+        b = Sin(acc)
+        acc2 = Add(a, b)
+      }}>
+    }}
+    """)
+    assert _cse(m) == {"nodes_merged": 1}
+    body = list(m.graph)[0].subgraphs()[0]
+    assert [v.name for v in body.inputs] == ["i", "cin", "acc"]
+    assert [v.name for v in body.outputs] == ["cout", "acc2"]
+    assert op_types(m) == ["Loop", "Identity", "Sin", "Add"]
+    assert_valid(m)
+    _idempotent(m)
+
+
+def test_subgraph_initializer_equal_to_an_outer_one_merges_into_it() -> None:
+    import onnx
+
+    from graphopt.ir import serde
+
+    mp = onnx.parser.parse_model(f"""
+    {H}
+    g (float[3] x, bool[1] c) => (float[3] y) {{
+      a = Add(x, w)
+      y = If(c) <then_branch = g1 () => (float[3] p) {{ p = Mul(a, k) }},
+                 else_branch = g2 () => (float[3] q) {{ q = Sub(a, k2) }}>
+    }}
+    """)
+    w = np.array([1.0, 2.0, 3.0], np.float32)
+    mp.graph.initializer.append(onnx.numpy_helper.from_array(w, "w"))
+    mp.graph.node[1].attribute[0].g.initializer.append(onnx.numpy_helper.from_array(w.copy(), "k"))
+    mp.graph.node[1].attribute[1].g.initializer.append(onnx.numpy_helper.from_array(w + 1, "k2"))
+    m = serde.from_proto(mp)
+    before = snapshot(m)
+    assert _cse(m) == {"initializers_merged": 1}
+    then_g, else_g = list(m.graph)[1].subgraphs()
+    assert list(then_g.initializers) == [] and list(else_g.initializers) == ["k2"]
+    _check(before, m)
+    _idempotent(m)
+
+
+def test_scales_to_two_long_identical_chains() -> None:
+    # Not a timing test: two identical 10k-node chains collapse into one in a single walk (each merge rewires the
+    # next link's readers before they are visited).
+    links = 10_000
+    m = Model(ir_version=8, opset_imports={"": 17})
+    g = m.graph
+    x = Value("x", type=TensorType(1, ("N",)))
+    g.add_input(x)
+    ends = []
+    for side in ("a", "b"):
+        prev = x
+        for i in range(links):
+            n = Node(("Neg", "Abs", "Relu")[i % 3], [prev], outputs=[f"{side}{i}"])
+            g.append(n)
+            prev = n.output
+        ends.append(prev)
+    sub = Node("Sub", ends, outputs=["y"])
+    g.append(sub)
+    sub.output.type = TensorType(1, ("N",))
+    g.append_output(sub.output)
+    # run bare (no shape inference, no serialization): this test is about the pass
+    from graphopt.ir.verify import verify
+    from graphopt.jit.context import JitContext
+    from graphopt.passes.cse import CommonSubexpressionElimination
+
+    cse = CommonSubexpressionElimination()
+    assert cse.run(m, JitContext()).stats == {"nodes_merged": links}
+    verify(m)
+    assert m.num_nodes() == links + 1
+    assert sub.inputs[0] is sub.inputs[1]
+    assert cse.run(m, JitContext()).stats == {}

@@ -325,8 +325,35 @@ def _chain_model(n_live: int, n_dead_side: int, n_dead_tail: int) -> Model:
 def test_scales_to_a_long_chain_removing_exactly_the_dead_nodes() -> None:
     # Not a timing test: 20k nodes, 10k of them dead (half in one chain that only the worklist can free in a
     # single reverse walk, half hanging one by one off the live chain).
+    from graphopt.jit.context import JitContext
+    from graphopt.passes.dce import DeadCodeElimination
+
     m = _chain_model(10_000, 5_000, 5_000)
     assert m.num_nodes() == 20_000
-    assert _dce(m) == {"nodes_removed": 10_000}
+    dce = DeadCodeElimination()  # run bare (no shape inference, no serialization): this test is about the pass
+    assert dce.run(m, JitContext()).stats == {"nodes_removed": 10_000}
+    verify(m)
     assert collections.Counter(op_types(m)) == {"Neg": 10_000}
+    assert dce.run(m, JitContext()).stats == {}
+
+
+def test_unused_subgraph_initializer_goes() -> None:
+    import onnx
+
+    from graphopt.ir import serde
+
+    mp = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[3] x, bool[1] c) => (float[3] y) {
+      y = If(c) <then_branch = g1 () => (float[3] p) { p = Mul(x, k) }, else_branch = g2 () => (float[3] q) { q = Neg(x) }>
+    }
+    """)
+    then_g = mp.graph.node[0].attribute[0].g
+    then_g.initializer.extend([onnx.numpy_helper.from_array(np.ones(3, np.float32), "k"),
+                               onnx.numpy_helper.from_array(np.ones(3, np.float32), "junk")])
+    m = serde.from_proto(mp)
+    before = snapshot(m)
+    assert _dce(m) == {"initializers_removed": 1}
+    assert list(list(m.graph)[0].subgraphs()[0].initializers) == ["k"]
+    _check(before, m)
     _idempotent(m)

@@ -1197,11 +1197,15 @@ class Graph:
             raise IRError(f"{value!r} is not an initializer of this graph")
         if value._uses or value._out_graphs:
             raise IRError(f"cannot remove initializer {name!r}: it is still used")
-        items = list(self._initializers.items())
+        # remember the position only: a copy of the whole dict per removal made removing k initializers keep
+        # O(k * n) objects alive in the journal (quadratic memory, and the GC rescanning them took minutes)
+        idx = list(self._initializers).index(name)  # type: ignore[arg-type]
         del self._initializers[name]  # type: ignore[arg-type]
         self._touch()
 
-        def undo() -> None:
+        def undo() -> None:  # undone newest first, so `idx` is a position in the dict as it is then
+            items = list(self._initializers.items())
+            items.insert(idx, (name, value))  # type: ignore[arg-type]
             self._initializers = dict(items)
             self._touch()
 

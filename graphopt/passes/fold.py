@@ -530,7 +530,8 @@ class _Folder:
         alive: dict[int, None] = dict.fromkeys(members)
         replaced = {n for n in nodes if n not in self.kept}
 
-        # stored constants read by replaced nodes: which groups read them
+        # stored constants read by replaced nodes: which groups read them, and how many of their reads keep them
+        # alive (reads by nodes that stay, graph outputs); a stored constant is freed when that count is 0
         readers: dict[Value, dict[int, None]] = {}
         for n in nodes:
             if n in self.kept:
@@ -538,15 +539,9 @@ class _Folder:
             for v in n.inputs:
                 if v is not None and v in self.stored:
                     readers.setdefault(v, {})[comp[n]] = None
-
-        def freed(v: Value) -> bool:
-            # all readers are replaced nodes of surviving groups, and no graph lists it as an output
-            if v.is_graph_output():
-                return False
-            for u, _ in v.uses():
-                if u not in replaced or comp[u] not in alive:
-                    return False
-            return True
+        blocking: dict[Value, int] = {}
+        for v in readers:
+            blocking[v] = int(v.is_graph_output()) + sum(1 for u, _ in v.uses() if u not in replaced)
 
         def ok(c: int) -> bool:
             mats = self._materialized(members[c], replaced)
@@ -570,8 +565,8 @@ class _Folder:
             for n in members[c]:
                 if n in self.kept:
                     continue
-                for v in dict.fromkeys(x for x in n.inputs if x is not None and x in self.stored):
-                    if freed(v):
+                for v in dict.fromkeys(x for x in n.inputs if x is not None and x in readers):
+                    if blocking[v] == 0:
                         credit += self.stored[v] / len(readers[v])
             return sum(sizes) <= credit + self.o.free_output_bytes * len(sizes)
 
@@ -583,14 +578,21 @@ class _Folder:
             if c not in alive or ok(c):
                 continue
             del alive[c]
-            # groups sharing a stored input with the rejected one lose the credit for it: check them again
+            # the rejected group's reads now keep its stored inputs alive; the groups that counted on freeing
+            # them are checked again (once per constant: only its first blocking read changes anything)
             for n in members[c]:
+                if n in self.kept:
+                    continue
                 for v in n.inputs:
-                    if v is not None and v in readers:
-                        for c2 in readers[v]:
-                            if c2 in alive and c2 not in queued:
-                                queued[c2] = None
-                                work.append(c2)
+                    if v is None or v not in readers:
+                        continue
+                    blocking[v] += 1
+                    if blocking[v] != 1:
+                        continue
+                    for c2 in readers[v]:
+                        if c2 in alive and c2 not in queued:
+                            queued[c2] = None
+                            work.append(c2)
         return {n: None for n in nodes if comp[n] in alive}
 
     def _materialized(self, group: Iterable[Node], replaced: set[Node]) -> list[Value]:

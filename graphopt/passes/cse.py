@@ -13,9 +13,10 @@ by identity). Equal tensors found by digest are compared byte for byte before an
 tensor attributes and initializers; inside subgraph keys the 128-bit digest is trusted).
 
 Initializers that are constants (:meth:`Value.is_constant`: IR>=4 initializers listed as inputs are overridable and
-never merged) with the same dtype, shape and bytes are merged too. Only tensors that share their dtype and shape
-with another one are ever read and hashed, and a tensor larger than `max-tensor-bytes` is never read for this: on a
-model with external data, hashing means reading the data files.
+never merged) with the same dtype, shape and bytes are merged too. An initializer is read and hashed only when
+another one in scope shares its dtype and shape (tensor attributes, as of Constant nodes, are hashed when another
+node shares the node's op and inputs), and a tensor larger than `max-tensor-bytes` is never read for this: on a
+model with external data, hashing means reading (memory-mapping) the data files.
 
 Never merged: non-deterministic ops (RandomNormal, RandomUniform, their *Like forms, Multinomial, Bernoulli, and
 anything named *Dropout* or *Random*), nodes whose subgraphs contain one, and nodes of domains whose ops we do not

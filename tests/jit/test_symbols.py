@@ -712,3 +712,37 @@ def test_symbolic_values_match_onnxruntime_on_random_shape_programs(rng: np.rand
                 known += 1
                 assert [e.evaluate(binding) for e in v] == np.asarray(r).reshape(-1).tolist(), (text, o, binding)
     assert known > 100  # the inference knows most of these values symbolically
+
+
+def test_old_fresh_names_in_value_info_do_not_alias_new_fresh_symbols() -> None:
+    # value_info left by an earlier run names a custom op's dim "unk_0"; this run's walk gives unk_0 to the
+    # NonZero count first: they are different dims
+    m = from_text("""
+        <ir_version: 8, opset_import: ["" : 17, "custom.x" : 1]>
+        g (float[batch, 4] x) => (float z) {
+          nz = NonZero(x)
+          u = custom.x.Mystery(x)
+          z = ReduceSum<keepdims=0>(u)
+        }""")
+    mp = to_proto(m)
+    mp.graph.value_info.append(onnx.helper.make_tensor_value_info("u", 1, ["unk_0", "unk_0"]))
+    m = serde.from_proto(mp)
+    t = SymbolTable()
+    t.infer(m)
+    nz_count = t.shape_of(_out(m, "nz")).dims[1]
+    u0, u1 = t.shape_of(_out(m, "u")).dims
+    assert nz_count.symbol_name == "unk_0"
+    assert u0 != nz_count and u0 == u1  # the old run's equality stands, without aliasing this run's symbol
+
+
+def test_fresh_input_names_written_by_annotate_keep_meaning() -> None:
+    # an input's unnamed dim is unk_0 in every run (seeding comes first): a declared unk_0 is that dim
+    m = from_text("""
+        <ir_version: 8, opset_import: ["" : 17, "custom.x" : 1]>
+        g (float[?, 4] x) => (float z) { u = custom.x.Mystery(x)  z = ReduceSum<keepdims=0>(u) }""")
+    mp = to_proto(m)
+    mp.graph.value_info.append(onnx.helper.make_tensor_value_info("u", 1, ["unk_0", 4]))
+    m = serde.from_proto(mp)
+    t = SymbolTable()
+    t.infer(m)
+    assert t.shape_of(_out(m, "u")).dims[0] == t.shape_of(m.graph.inputs[0]).dims[0]

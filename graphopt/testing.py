@@ -125,14 +125,14 @@ def random_inputs(model: ModelLike, dims: Mapping[str, int] | None = None, *, se
                 shape.append(default_dim)
         dt = np.dtype(_NP.get(tt.elem_type, np.float32))
         if dt.kind == "f":
-            arr = rng.standard_normal(shape).astype(dt)
+            arr = np.asarray(rng.standard_normal(shape)).astype(dt)
         elif dt.kind in "iu":
-            arr = rng.integers(0, int_high, size=shape).astype(dt)
+            arr = np.asarray(rng.integers(0, int_high, size=shape)).astype(dt)
         elif dt.kind == "b":
-            arr = rng.random(shape) > 0.5
+            arr = np.asarray(rng.random(shape) > 0.5)
         else:
             arr = np.zeros(shape, dt)
-        feeds[vi.name] = arr
+        feeds[vi.name] = arr  # always an ndarray, 0-d included (onnxruntime refuses numpy scalars)
     return feeds
 
 

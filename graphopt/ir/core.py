@@ -107,8 +107,9 @@ class Value:
         model = self._model()
         if model is not None:
             names = model._name_set()
-            if new in names and not _reserved:
+            if new in names and not _reserved and new not in model._fresh:
                 raise IRError(f"cannot rename {old!r} to {new!r}: the name is taken")
+            model._fresh.discard(new)
             if old:
                 names.discard(old)
             names.add(new)
@@ -1384,6 +1385,7 @@ class Model:
         self._track: ChangeTracker | None = None
         self._names: set[str] | None = None
         self._name_counters: dict[str, int] = {}
+        self._fresh: set[str] = set()
         self._node_names: set[str] | None = None
         self.graph = graph if graph is not None else Graph("main_graph")
         self.graph.model = self
@@ -1467,6 +1469,7 @@ class Model:
                 break
         self._name_counters[prefix] = k
         names.add(cand)
+        self._fresh.add(cand)  # handed out but not bound yet: rename() may take it
         return cand
 
     def fresh_node_name(self, prefix: str) -> str:

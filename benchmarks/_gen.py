@@ -141,6 +141,28 @@ def transformer(nodes: int, *, hidden: int = 16, heads: int = 2, seq: int = 8, s
     return model
 
 
+def chain_with_ifs(nodes: int, *, every: int = 10) -> onnx.ModelProto:
+    """A chain of Neg nodes with an If every `every` nodes whose branches read the chain (subgraph-heavy graphs are
+    where per-subgraph costs show up: verify, sort, use-def of outer values)."""
+    out: list[onnx.NodeProto] = []
+    x = "x"
+    for i in range(max(1, nodes * every // (every + 3))):
+        out.append(helper.make_node("Neg", [x], [f"n{i}"]))
+        x = f"n{i}"
+        if i % every == 0:
+            th = helper.make_graph([helper.make_node("Abs", [x], [f"a{i}"])], f"then{i}", [],
+                                   [helper.make_tensor_value_info(f"a{i}", TensorProto.FLOAT, [2])])
+            el = helper.make_graph([helper.make_node("Neg", [x], [f"b{i}"])], f"else{i}", [],
+                                   [helper.make_tensor_value_info(f"b{i}", TensorProto.FLOAT, [2])])
+            out.append(helper.make_node("If", ["c"], [f"i{i}"], then_branch=th, else_branch=el))
+    g = helper.make_graph(out, "ifs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+                                       helper.make_tensor_value_info("c", TensorProto.BOOL, [1])],
+                          [helper.make_tensor_value_info(x, TensorProto.FLOAT, [2])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="graphopt-bench")
+    model.ir_version = 8
+    return model
+
+
 def big_weights(folder: str, total_bytes: int, *, tensor_bytes: int = 256 * 2**20, hidden: int = 4096,
                 location: str = "weights.bin") -> tuple[str, int, int]:
     """Write `folder`/model.onnx whose float32 weights (``hidden`` columns, about `tensor_bytes` each, `total_bytes`

@@ -8,8 +8,9 @@ Models come from benchmarks/_gen.py (seeded, deterministic) and are saved under 
 in its own subprocess (so that one tool's garbage does not slow the next) and reports its best of --repeat round
 trips; a round trip is load then save to a new file. graphopt's save is atomic and fsyncs (the others do neither),
 which is part of what it costs. A second table times IR operations on the loaded graphopt model: sort() of an
-already sorted graph, verify(), a full walk, serialize() with nothing changed and with every node touched; the
-microseconds per node at both sizes show whether anything grows faster than linearly.
+already sorted graph, verify(), a full walk, serialize() with nothing changed and with every node touched, and
+verify/sort of a graph of the same size with an If every 10 nodes; the microseconds per node at both sizes show
+whether anything grows faster than linearly.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def _worker_ops(path: str, repeat: int) -> dict[str, float]:
 
     m = gir.load(path)
     g = m.graph
+    n_total = m.num_nodes()
     out: dict[str, float] = {}
     out["sort (sorted)"] = _best(lambda: g.sort(), repeat)
     out["verify"] = _best(lambda: gir.verify(m), repeat)
@@ -100,6 +102,14 @@ def _worker_ops(path: str, repeat: int) -> dict[str, float]:
     out["serialize (all touched)"] = _best(lambda: serde.serialize(m), repeat)
     nodes = list(g)
     out["reverse + sort"] = _best(lambda: (g._reorder(nodes[::-1]), g.sort()), 1)
+    # the same number of nodes (subgraph nodes included) with an If every 10 nodes
+    sys.path.insert(0, str(HERE))
+    import _gen
+
+    del m, g, nodes
+    mi = serde.loads(_gen.chain_with_ifs(n_total).SerializeToString())
+    out["If-heavy: verify"] = _best(lambda: gir.verify(mi), repeat)
+    out["If-heavy: sort (sorted)"] = _best(lambda: mi.graph.sort(), repeat)
     return out
 
 

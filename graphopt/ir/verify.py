@@ -27,19 +27,29 @@ def verify(target: Model | Graph, *, strict: bool = True) -> list[str]:
             problems.append(f"value name {v.name!r} is used by two values ({where})")
         names[v.name] = v
 
-    def walk(g: Graph, outer: set[Value]) -> None:
-        defined = set(outer)
+    # one set for every scope: a graph adds its values while it is walked and takes them out at the end, so that a
+    # subgraph sees the values of enclosing scopes without a copy per subgraph (quadratic with many If nodes)
+    defined: set[Value] = set()
+
+    def walk(g: Graph) -> None:
+        mine: list[Value] = []
+
+        def define(v: Value) -> None:
+            if v not in defined:
+                defined.add(v)
+                mine.append(v)
+
         for v in g._inputs:
             if v.producer is not None:
                 problems.append(f"graph input {v.name!r} has a producer")
-            defined.add(v)
+            define(v)
             name_ok(v, "input")
         for name, v in g._initializers.items():
             if v.name != name:
                 problems.append(f"initializer key {name!r} names value {v.name!r}")
             if v.const is None:
                 problems.append(f"initializer {name!r} has no tensor")
-            defined.add(v)
+            define(v)
             name_ok(v, "initializer")
         count = 0
         for n in g:
@@ -58,14 +68,14 @@ def verify(target: Model | Graph, *, strict: bool = True) -> list[str]:
                 for sg in n._subgraphs:
                     if sg.owner is not n:
                         problems.append(f"a subgraph of {n!r} does not point to it")
-                    walk(sg, defined)
+                    walk(sg)
             for i, v in enumerate(n._outputs):
                 if v.producer is not n or v.index != i:
                     problems.append(f"output {i} of {n!r} does not point back to it")
                 if v.name:
                     if v in defined:
                         problems.append(f"{v.name!r} is defined twice")
-                    defined.add(v)
+                    define(v)
                     name_ok(v, "node output")
                 values.append(v)
                 for u, j in v._uses:
@@ -89,8 +99,9 @@ def verify(target: Model | Graph, *, strict: bool = True) -> list[str]:
                     problems.append(f"{v.name!r} lists a use by removed node {u!r}")
                 elif j >= len(u._inputs) or u._inputs[j] is not v:
                     problems.append(f"{v.name!r} lists a stale use by {u!r} input {j}")
+        defined.difference_update(mine)
 
-    walk(graph, set())
+    walk(graph)
     for v in values:
         for u, _ in v._uses:
             if u.is_alive and u not in seen:

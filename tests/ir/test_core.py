@@ -733,10 +733,13 @@ def test_fresh_name_avoids_all_names_and_is_deterministic() -> None:
     taken = {v for v in ("a", "b", "s", "z", "y", "d", "w", "x", "c", "o1", "o2")}
     assert not taken & set(got)
     assert len(set(got)) == len(got)
-    # a fresh name is reserved: a node named with it elsewhere does not collide
+    # a fresh name is reserved for one binding: a rename may take it once, then it is taken
     v = m1.fresh_name("a")
-    with pytest.raises(IRError):
-        val(m1, "b").rename(v)
+    assert v not in got
+    val(m1, "b").rename(v)
+    with pytest.raises(IRError, match="taken"):
+        val(m1, "s").rename(v)
+    assert m1.fresh_name("a") not in (v, *got)
 
 
 def test_fresh_name_sees_subgraph_and_late_names() -> None:

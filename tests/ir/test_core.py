@@ -806,3 +806,19 @@ def test_is_constant_follows_ir_version() -> None:
     g (float[2] x) => (float[2] y) { y = Add(x, w) }
     """, {"w": w})
     assert val(m8b, "w").is_constant()
+
+
+def test_clear_orphan_value_info_and_rollback() -> None:
+    mp = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2] x) => (float[2] y) <float[2] gone, float[2] t> { t = Neg(x)  y = Abs(t) }
+    """)
+    m = serde.loads(mp.SerializeToString())
+    assert [vi.name for vi in m.graph.orphan_value_info] == ["gone"]
+    before = serde.serialize(m)
+    j = m.begin_journal()
+    assert m.graph.clear_orphan_value_info() == 1
+    assert [vi.name for vi in proto(m).graph.value_info] == ["t"]
+    m.rollback(j)
+    assert serde.serialize(m) == before
+    assert m.graph.clear_orphan_value_info() == 1 and m.graph.clear_orphan_value_info() == 0

@@ -521,6 +521,9 @@ class ToolSummary:
     models: int = 0
     usable: int = 0
     nodes_common: int = 0           # over the models where every tool is usable
+    pair_models: int = 0            # models where this tool and graphopt are both usable ...
+    pair_nodes: int = 0             # ... this tool's total nodes on them
+    pair_graphopt_nodes: int = 0    # ... and graphopt's
     graphopt_fewer: int = 0         # graphopt's output has fewer nodes than this tool's
     ties: int = 0
     graphopt_more: int = 0          # this tool beats graphopt on node count
@@ -529,6 +532,7 @@ class ToolSummary:
     ort_fails: int = 0
     crashes: int = 0                # crash, timeout or unparsable output
     seconds: float = 0.0
+    size: int = 0                   # total output bytes over the models where the tool wrote a model
     latency_geomean: float | None = None
 
 
@@ -548,9 +552,14 @@ def summarize(results: list[ModelResult], tools: list[str]) -> tuple[list[ToolSu
             s.ort_fails += r.ort_load is False
             s.crashes += not r.run.get("ok")
             s.seconds += r.run.get("seconds") or 0.0
+            s.size += r.size or 0
             if r.latency_ratio:
                 logs.append(math.log(r.latency_ratio))
             g = mr.tools.get("graphopt")
+            if g is not None and g.usable and r.usable:
+                s.pair_models += 1
+                s.pair_nodes += r.nodes_after
+                s.pair_graphopt_nodes += g.nodes_after
             if t != "graphopt" and g is not None and g.usable and r.usable:
                 if g.nodes_after < r.nodes_after:
                     s.graphopt_fewer += 1
@@ -570,12 +579,13 @@ def render_summary(results: list[ModelResult], tools: list[str]) -> str:
     for s in sums:
         vs = "-" if s.tool == "graphopt" or "graphopt" not in tools else \
             f"{s.graphopt_fewer} / {s.ties} / {s.graphopt_more}"
-        rows.append([s.tool, s.version, f"{s.usable}/{s.models}", str(s.nodes_common), vs, str(s.mismatches),
-                     str(s.checker_fails), str(s.ort_fails), str(s.crashes), f"{s.seconds:.1f}",
+        pair = "-" if "graphopt" not in tools else f"{s.pair_nodes} / {s.pair_graphopt_nodes} ({s.pair_models})"
+        rows.append([s.tool, s.version, f"{s.usable}/{s.models}", str(s.nodes_common), pair, vs, str(s.mismatches),
+                     str(s.checker_fails), str(s.ort_fails), str(s.crashes), f"{s.seconds:.1f}", _fmt_size(s.size),
                      "-" if s.latency_geomean is None else f"{s.latency_geomean:.3f}"])
-    table = _md(rows, ["tool", "version", "usable", f"nodes ({len(common)} common)", "graphopt fewer/tie/more",
-                       "mismatch", "checker fail", "ORT fail", "crash/timeout", "time s", "lat × geomean"],
-                right={3, 5, 6, 7, 8, 9, 10})
+    table = _md(rows, ["tool", "version", "usable", f"nodes ({len(common)} common)", "nodes / graphopt's (models)",
+                       "graphopt fewer/tie/more", "mismatch", "checker fail", "ORT fail", "crash/timeout", "time s",
+                       "size", "lat × geomean"], right={3, 4, 6, 7, 8, 9, 10, 11, 12})
     return (f"## Summary ({len(results)} models; nodes before on the {len(common)} models every tool handled: "
             f"{before})\n\n" + table)
 
@@ -647,6 +657,30 @@ def to_json(results: list[ModelResult], tools: list[str], args: argparse.Namespa
 
 # ----------------------------------------------------------------------------------------------------------------
 
+def from_json(path: Path) -> tuple[list[ModelResult], list[str]]:
+    """Results written by --json, back as objects (to re-render without re-running)."""
+    d = json.loads(path.read_text())
+    results = []
+    for m in d["models"]:
+        mr = ModelResult(**{k: v for k, v in m.items() if k != "tools"})
+        mr.tools = {t: ToolResult(**{k: v for k, v in r.items() if k not in ("status", "usable")})
+                    for t, r in m["tools"].items()}
+        results.append(mr)
+    return results, list(d["tools"])
+
+
+def render_all(results: list[ModelResult], tools: list[str], per_model: bool) -> str:
+    parts = [render_model(mr) for mr in results] if per_model else []
+    parts += [render_nodes(results, tools), render_summary(results, tools),
+              "nodes / graphopt's (models): the tool's total nodes and graphopt's, over the models where both outputs "
+              "are usable.\ngraphopt fewer/tie/more: models where graphopt's output has fewer / as many / more nodes "
+              "than the tool's (both usable)."]
+    if "graphopt" in tools:
+        parts.append(render_beaten(results, tools))
+    parts.append(render_broken(results, tools))
+    return "\n\n".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tools", default=",".join(peers.TOOLS),
@@ -661,7 +695,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=HERE / "_work", help="scratch folder (default benchmarks/_work)")
     ap.add_argument("--keep", action="store_true", help="keep each tool's output under --work")
     ap.add_argument("--list", action="store_true", help="list the models and tools, run nothing")
+    ap.add_argument("--from-json", type=Path, metavar="FILE", help="re-render the tables of an earlier --json run")
     args = ap.parse_args(argv)
+    if args.from_json:
+        results, tools = from_json(args.from_json)
+        print(render_all(results, tools, per_model=True))
+        return 0
     tools = [t for t in args.tools.split(",") if t]
     unknown = [t for t in tools if t not in peers.ADAPTERS]
     if unknown:
@@ -684,13 +723,7 @@ def main(argv: list[str] | None = None) -> int:
         mr = evaluate_model(spec, tools, args)
         results.append(mr)
         print(render_model(mr) + "\n", flush=True)
-    print(render_nodes(results, tools) + "\n")
-    print(render_summary(results, tools) + "\n")
-    print("graphopt fewer/tie/more: models where graphopt's output has fewer / as many / more nodes than the tool's "
-          "(both usable).\n")
-    if "graphopt" in tools:
-        print(render_beaten(results, tools) + "\n")
-    print(render_broken(results, tools))
+    print(render_all(results, tools, per_model=False))
     if args.json:
         args.json.write_text(json.dumps(to_json(results, tools, args), indent=1, default=str))
         print(f"\nwrote {args.json}", file=sys.stderr)

@@ -80,8 +80,10 @@ class SimplifyShapes(Pass):
         ctx.current_step = "decide"
         folds: list[tuple[Value, np.ndarray]] = []
         reshapes: list[tuple[Node, list[int]]] = []
+        # one table over all graphs (outer graphs come first, and values flow only inward), so that a static
+        # value read by a static node inside a subgraph is not folded at both levels
+        static: dict[Node, np.ndarray] = {}
         for g in list(model.graph.all_graphs()):
-            static: dict[Node, np.ndarray] = {}
             for n in g:
                 if not _std(n):
                     continue
@@ -96,12 +98,12 @@ class SimplifyShapes(Pass):
                     tgt = _reshape_target(n, table)
                     if tgt is not None:
                         reshapes.append((n, tgt))
-            # fold where the value leaves the static part: some reader will not be folded, or it is a graph
-            # output (which then reads the constant through an Identity; an Identity of a constant stays)
-            for n, arr in static.items():
-                v = n.output
-                if any(u not in static for u, _ in v.uses()) or (v.is_graph_output() and not _is_const_copy(n)):
-                    folds.append((v, arr))
+        # fold where the value leaves the static part: some reader will not be folded, or it is a graph output
+        # (which then reads the constant through an Identity; an Identity of a constant stays)
+        for n, arr in static.items():
+            v = n.output
+            if any(u not in static for u, _ in v.uses()) or (v.is_graph_output() and not _is_const_copy(n)):
+                folds.append((v, arr))
         ctx.current_node = None
         if not folds and not reshapes:
             ctx.current_step = None

@@ -437,3 +437,24 @@ def test_random_reshape_targets_stay_exact(rng: np.random.Generator) -> None:
             np.testing.assert_array_equal(want[0], got[0])
         _idempotent(m)
     assert fired >= 15 and compared >= 80  # the rest are correct refusals (a second unknown entry)
+
+
+def test_static_chain_across_subgraph_boundary_folds_once() -> None:
+    # the outer Shape is read only by a static Gather inside the branch: one constant, no orphan
+    m, snap, rec = _once(HDR + """g (float[2, 3] x, bool c) => (float[2, 3] y) {
+        s = Shape(x)
+        y = If(c) <then_branch = tb () => (float[2, 3] o1) {
+                        g1 = Gather<axis=0>(s, a0)
+                        t = Concat<axis=0>(g1, m1)
+                        o1 = Reshape(x, t) },
+                    else_branch = eb () => (float[2, 3] o2) { o2 = Neg(x) }>
+    }""")
+    assert rec.stats == {"values_folded": 1, "nodes_removed": 3}
+    used = {v.name for n in m.graph.all_nodes() for v in n.inputs if v is not None}
+    assert all(name in used for name in m.graph.initializers if name.endswith("_folded"))
+    assert_valid(m)
+    for cond in (True, False):
+        x = np.ones((2, 3), np.float32)
+        np.testing.assert_array_equal(run(snap, {"x": x, "c": np.array(cond)})[0],
+                                      run(m, {"x": x, "c": np.array(cond)})[0])
+    _idempotent(m)

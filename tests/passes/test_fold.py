@@ -686,3 +686,44 @@ def test_ir_removing_initializers_rolls_back_in_order_with_constant_memory_per_r
     assert list(g.initializers) == names[2::3]
     m.rollback(j)
     assert list(g.initializers) == names and snapshot(m) == before
+
+
+def test_batch_evaluator_stops_at_its_session_budget() -> None:
+    # when everything fails (say an opset the runtime lacks), halving would take 2n sessions: a budget caps it
+    body = "\n      ".join(f"r{i} = Reshape(w, bad)" for i in range(40))
+    m = from_text(f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[6] x) => ({", ".join(f"float[4] r{i}" for i in range(40))}) {{
+      {body}
+    }}
+    """, {"w": np.arange(6, dtype=np.float32), "bad": np.array([4], np.int64)})
+    nodes = list(m.graph)
+    ev = BatchEvaluator(m, max_sessions=7)
+    inputs = {v: Arg(tensor=v.const) for v in m.graph.initializers.values()}
+    res, failed = ev.run(nodes, inputs, [n.output for n in nodes])
+    assert not res and failed == nodes and ev.sessions == 7 and ev.gave_up
+
+
+def test_small_external_data_constants_fold(tmp_path: object, rng: np.random.Generator) -> None:
+    import pathlib
+
+    d = pathlib.Path(str(tmp_path))
+    m = from_text("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 4] x) => (float[N, 4] y) {
+      e = Exp(w)
+      big = Sqrt(v)
+      s = ReduceSum<keepdims = 0>(big)
+      es = Mul(e, s)
+      y = Add(x, es)
+    }
+    """, {"w": rng.standard_normal(4).astype(np.float32), "v": rng.random(40000, dtype=np.float32)})
+    mp = to_proto(m)
+    onnx.save_model(mp, str(d / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="m.data", size_threshold=0)
+    m = serde.load(str(d / "m.onnx"))
+    assert m.graph.initializers["w"].const.is_external and m.graph.initializers["v"].const.is_external
+    snap = snapshot(m)
+    stats = _fold(m)
+    assert op_types(m) == ["Add"] and stats["folded"] == 4 and stats["ort_sessions"] == 1
+    assert_same_outputs(snap, m, bindings=BINDINGS)

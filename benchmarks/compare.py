@@ -327,17 +327,20 @@ class ToolResult:
     latency_original: float | None = None    # the original's, timed alternately with it
     latency_ratio: float | None = None
     interface_changed: str = ""               # input/output names, order or dtypes differ from the original
+    original_runs: bool = True                # False: ORT cannot run the original, so ORT figures are n/a
 
     @property
     def usable(self) -> bool:
-        """Produced a model that onnxruntime loads and that does not compute something else."""
-        return bool(self.run.get("ok")) and bool(self.ort_load) and self.match is not False
+        """Produced a model that onnxruntime loads and that does not compute something else (when ORT cannot run
+        the original either, a written output that fails the same way counts: there is nothing to compare)."""
+        loads = bool(self.ort_load) or not self.original_runs
+        return bool(self.run.get("ok")) and loads and self.match is not False
 
     def status(self) -> str:
         if not self.run.get("ok"):
             return "timeout" if self.run.get("timed_out") else "crash"
         if not self.ort_load:
-            return "ort-fail"
+            return "ort-fail" if self.original_runs else ("n/a" if self.checker is not False else "invalid")
         if self.match is False:
             return "MISMATCH"
         if self.checker is False:
@@ -375,7 +378,7 @@ def evaluate_tool(tool: str, spec: ModelSpec, original: onnx.ModelProto, work: P
     out_dir.mkdir(parents=True)
     dst = out_dir / "model.onnx"
     tr = peers.run_tool(tool, src, dst, timeout)
-    res = ToolResult(tool, tr.to_dict())
+    res = ToolResult(tool, tr.to_dict(), original_runs=refs is not None)
     if not tr.ok:
         _cleanup(tdir, keep)
         return res
@@ -493,9 +496,9 @@ def render_model(mr: ModelResult) -> str:
         delta = "-" if r.nodes_after is None else f"{r.nodes_after - mr.nodes_before:+d}"
         secs = "-" if r.run.get("seconds") is None else f"{r.run['seconds']:.2f}"
         chk = "-" if r.checker is None else ("yes" if r.checker else "NO")
-        load = "-" if r.ort_load is None else ("yes" if r.ort_load else "NO")
+        load = "-" if r.ort_load is None else ("yes" if r.ort_load else ("NO" if mr.original_runs else "no (n/a)"))
         if r.match is None:
-            match = "n/a" if r.ort_load else "-"
+            match = "n/a" if r.ort_load or not mr.original_runs else "-"
         elif r.match:
             match = f"yes ({r.max_abs_err:.1e})" if r.max_abs_err else "yes"
         else:
@@ -549,7 +552,7 @@ def summarize(results: list[ModelResult], tools: list[str]) -> tuple[list[ToolSu
             s.usable += r.usable
             s.mismatches += r.match is False
             s.checker_fails += r.checker is False
-            s.ort_fails += r.ort_load is False
+            s.ort_fails += r.ort_load is False and mr.original_runs
             s.crashes += not r.run.get("ok")
             s.seconds += r.run.get("seconds") or 0.0
             s.size += r.size or 0
@@ -599,7 +602,7 @@ def render_nodes(results: list[ModelResult], tools: list[str]) -> str:
             if r.nodes_after is None:
                 cells.append(r.status())
             else:
-                cells.append(str(r.nodes_after) + ("" if r.status() == "ok" else f" {r.status()}"))
+                cells.append(str(r.nodes_after) + ("" if r.status() in ("ok", "n/a") else f" {r.status()}"))
         rows.append([mr.id, str(mr.nodes_before)] + cells)
     return "## Nodes after, per model\n\n" + _md(rows, ["model", "before"] + tools, right=set(range(1, len(tools) + 2)))
 
@@ -627,7 +630,7 @@ def render_broken(results: list[ModelResult], tools: list[str]) -> str:
     for mr in results:
         for t in tools:
             r = mr.tools[t]
-            if r.status() != "ok":
+            if r.status() not in ("ok", "n/a"):
                 why = r.run.get("error") or r.ort_error or r.match_detail or r.checker_error
                 lines.append(f"- {mr.id}: {t}: {r.status()}: {why}")
             for ro in r.run.get("info", {}).get("rolled_back", []) or []:

@@ -638,6 +638,16 @@ def render_broken(results: list[ModelResult], tools: list[str]) -> str:
     return "## Failures, mismatches, invalid outputs\n\n" + ("\n".join(lines) if lines else "none")
 
 
+def graphopt_passes() -> str:
+    """The registered built-in passes and their presets, as the run saw them (passes are still being added)."""
+    try:
+        from graphopt.passes import builtin_pass_classes
+
+        return ", ".join(f"{c.name}[{'/'.join(sorted(c.presets))}]" for c in builtin_pass_classes())
+    except Exception as e:  # a broken graphopt import shows in the graphopt rows too
+        return f"unavailable ({_first_line(e)})"
+
+
 def to_json(results: list[ModelResult], tools: list[str], args: argparse.Namespace) -> dict[str, Any]:
     sums, common, before = summarize(results, tools)
     models = []
@@ -651,7 +661,7 @@ def to_json(results: list[ModelResult], tools: list[str], args: argparse.Namespa
         "schema_version": SCHEMA_VERSION,
         "settings": {"runs": args.runs, "warmup": args.warmup, "timeout": args.timeout, "rtol": RTOL, "atol": ATOL,
                      "threads": 1, "python": platform.python_version(), "onnx": onnx.__version__,
-                     "onnxruntime": ort.__version__},
+                     "onnxruntime": ort.__version__, "graphopt_passes": graphopt_passes()},
         "tools": {t: {"version": peers.tool_version(t), "runs": peers.ADAPTERS[t].summary} for t in tools},
         "models": models,
         "summary": {"common_models": common, "nodes_before_common": before, "tools": [asdict(s) for s in sums]},
@@ -720,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (HERE / "models").is_dir():
         print("note: benchmarks/models/ is missing; run `python benchmarks/export_models.py` (needs torch) to add "
               "the exported models\n", file=sys.stderr)
+    if "graphopt" in tools:
+        print(f"graphopt passes registered: {graphopt_passes()}\n", flush=True)
     results = []
     for spec in specs:
         print(f"... {spec.id}", file=sys.stderr, flush=True)

@@ -727,3 +727,23 @@ def test_small_external_data_constants_fold(tmp_path: object, rng: np.random.Gen
     stats = _fold(m)
     assert op_types(m) == ["Add"] and stats["folded"] == 4 and stats["ort_sessions"] == 1
     assert_same_outputs(snap, m, bindings=BINDINGS)
+
+
+def test_branch_constant_read_by_a_live_node_is_hoisted_to_the_main_graph() -> None:
+    m = from_text("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 2] x, bool[1] c) => (float[N, 2] y) {
+      y = If(c) <then_branch = t () => (float[N, 2] a) { k = Constant<value = float[2] {2.0, 3.0}>()
+                                                         a = Mul(x, k) },
+                 else_branch = e () => (float[N, 2] b) { b = Neg(x) }>
+    }
+    """)
+    snap = snapshot(m)
+    stats = _fold(m)
+    assert stats == {"hoisted": 1}
+    (if_node,) = m.graph
+    then_g, _ = if_node.subgraphs()
+    assert [n.op_type for n in then_g] == ["Mul"] and list(m.graph.initializers) == ["k"]
+    assert then_g.nodes[0].input(1) is m.graph.initializers["k"]
+    _check(m, snap, BINDINGS)
+    _idempotent(m)

@@ -428,3 +428,26 @@ def test_ir3_model_initializer_inputs_are_constants() -> None:
     text = _g("a = Relu(x)\n b = Identity(a)\n r = Add(b, c)\n y = Neg(r)",
               "(float[N, 4] x, float[4] c) => (float[N, 4] y)", opset=9).replace("ir_version: 8", "ir_version: 3")
     _positive(text, {"c": np.zeros(4, np.float32)}, ["Relu", "Neg"])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "double", "int8", "int64", "bool"])
+def test_data_movement_noops_for_every_dtype(dtype: str) -> None:
+    # Identity, Reshape, Transpose, Squeeze/Unsqueeze, Slice, Concat, Expand and Split move data whatever its type
+    body = """a = Transpose<perm = [1, 0]>(x)
+      b = Identity(a)
+      c = Reshape(b, s)
+      d = Transpose<perm = [1, 0]>(c)
+      e = Unsqueeze(d, ax)
+      f = Squeeze(e, ax)
+      g = Slice(f, st, en)
+      h = Concat<axis = 0>(g)
+      i = Expand(h, one)
+      j = Split<axis = 1, num_outputs = 1>(i)
+      k = Transpose<perm = [0, 1]>(j)
+      y = Concat<axis = 1>(k, x)"""
+    _, stats = _positive(_g(body, f"({dtype}[N, 4] x) => ({dtype}[N, 8] y)"),
+                         {"s": np.array([4, -1], I64), "ax": np.array([1], I64), "st": np.array([0], I64),
+                          "en": np.array([2 ** 62], I64), "one": np.array([1], I64)}, ["Concat"])
+    assert stats == {"transpose_chain": 1, "identity": 1, "reshape_same_shape": 1, "squeeze_unsqueeze": 1,
+                     "slice_full": 1, "concat_one": 1, "expand_same_shape": 1, "split_one": 1,
+                     "transpose_identity": 1}

@@ -30,6 +30,18 @@ from .tensors import Tensor
 Use = tuple  # (node: Node, input_index: int)
 
 
+
+def _serde():  # noqa: ANN202 - the serde module, imported once (serde imports this module)
+    global _SERDE
+    if _SERDE is None:
+        from . import serde as _s
+
+        _SERDE = _s
+    return _SERDE
+
+
+_SERDE = None
+
 class IRError(Exception):
     """Misuse of the IR API (a bug in a pass, not bad input)."""
 
@@ -183,7 +195,7 @@ class Value:
     @property
     def type(self) -> Type | None:
         if self._type is _UNSET:
-            from . import serde
+            serde = _serde()
 
             self._type = serde.type_from_proto(self._type_src)
         return self._type
@@ -323,7 +335,7 @@ class Attr:
     @property
     def value(self) -> Any:
         if self._value is _UNSET:
-            from . import serde
+            serde = _serde()
 
             self._value = serde.attr_value(self._proto, self._base_dir)
         return self._value
@@ -531,7 +543,7 @@ class Node:
     def attrs(self) -> Mapping[str, Attr]:
         """Attributes by name, in their original order (read-only; use :meth:`set_attr`)."""
         if self._attrs is None:
-            from . import serde
+            serde = _serde()
 
             self._attrs = serde.attrs_from_proto(self)
         return types.MappingProxyType(self._attrs)

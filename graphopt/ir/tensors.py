@@ -18,6 +18,18 @@ from typing import Any
 import numpy as np
 
 
+
+def _serde():  # noqa: ANN202 - the serde module, imported once (serde imports this module)
+    global _SERDE
+    if _SERDE is None:
+        from . import serde as _s
+
+        _SERDE = _s
+    return _SERDE
+
+
+_SERDE = None
+
 class DataType(enum.IntEnum):
     """ONNX TensorProto.DataType numbers."""
 
@@ -92,7 +104,7 @@ def numpy_dtype(dtype: int) -> np.dtype:
     try:
         return np.dtype(_NP_OF[DataType(dtype)])
     except (KeyError, ValueError):
-        from . import serde
+        serde = _serde()
 
         return serde.numpy_dtype_of(dtype)
 
@@ -105,7 +117,7 @@ def dtype_of_numpy(dt: np.dtype) -> int:
             return int(k)
     if dt.kind in ("U", "S", "O"):
         return int(DataType.STRING)
-    from . import serde
+    serde = _serde()
 
     return serde.dtype_of_numpy_extended(dt)
 
@@ -171,7 +183,7 @@ class Tensor:
 
     def _header(self) -> None:
         if self._dtype == -1:
-            from . import serde
+            serde = _serde()
 
             serde._decode_header(self)
 
@@ -192,7 +204,7 @@ class Tensor:
 
     @classmethod
     def _from_proto(cls, proto: Any, base_dir: str | None, sparse: bool = False) -> Tensor:
-        from . import serde
+        serde = _serde()
 
         return serde.tensor_from_proto(proto, base_dir, sparse)
 
@@ -248,7 +260,7 @@ class Tensor:
     def numpy(self) -> np.ndarray:
         """The numbers, decoded on first use (external data is memory-mapped). Do not modify the result."""
         if self._array is None:
-            from . import serde
+            serde = _serde()
 
             arr = serde.decode_tensor(self)
             if isinstance(arr, np.ndarray) and arr.flags.writeable and not isinstance(arr, np.memmap):

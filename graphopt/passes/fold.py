@@ -163,7 +163,6 @@ class _Folder:
         self.stored: dict[Value, int] = {}  # constants the model stores: their bytes (what folding may free)
         self.const_nodes: dict[Node, None] = {}  # Constant nodes with a readable tensor, in walk order
         self.closure: list[Node] = []  # foldable nodes, topological order (subgraph nodes after their owner's deps)
-        self.in_closure: set[Node] = set()
         self.fast: set[Node] = set()  # evaluated by the numpy fast path during the walk
         self.kept: set[Node] = set()  # evaluated for their readers but not replaced (see _needs_identity)
 
@@ -255,9 +254,9 @@ class _Folder:
             if n.output.num_uses() == 0:
                 return
             self.kept.add(n)
-        if self._try_fast(n):
-            return
-        self._plan_ort(n)
+        done = self._try_fast(n)
+        if done is None:
+            self._plan_ort(n)
 
     def _dropout_inference(self, n: Node) -> bool:
         if self.opset < 7:
@@ -278,21 +277,24 @@ class _Folder:
                 return True
         return False
 
-    def _try_fast(self, n: Node) -> bool:
+    def _try_fast(self, n: Node) -> bool | None:
+        """Evaluate `n` with the numpy fast path now: True when done, False when the exact result says no
+        (size, or a disagreement with the declared type), None when the fast path does not handle it."""
         from ._evaluate import FAST_OPS, Arg, fast_eval
 
         if n.domain not in ("", "ai.onnx") or n.op_type not in FAST_OPS:
-            return False
+            return None
         if any(v is not None and v not in self.args for v in n.inputs):
-            return False  # an input comes from onnxruntime later
+            return None  # an input comes from onnxruntime later
         ins = [None if v is None else self.args[v] for v in n.inputs]
         if n.op_type == "Identity" and len(ins) == 1 and ins[0] is not None:
             outs = [ins[0]]  # the same numbers, whatever their size: nothing to compute or copy
         else:
             res = fast_eval(n, ins, self.opset, self.o.fast_path_elements)
             if res is None or len(res) != len(n.outputs):
-                return False
+                return None
             outs = [Arg(array=r) for r in res]
+        # Keeps a node whose result disagrees with its declared type (a wrong declaration: not ours to fix).
         for o, a in zip(n.outputs, outs):
             if not self._consistent(o, a):
                 return False
@@ -302,7 +304,6 @@ class _Folder:
         for o, a in zip(n.outputs, outs):
             self.args[o] = a
         self.closure.append(n)
-        self.in_closure.add(n)
         self.fast.add(n)
         return True
 
@@ -329,7 +330,6 @@ class _Folder:
             self.pending[o] = n
             self.est[o] = e
         self.closure.append(n)
-        self.in_closure.add(n)
 
     def _bytes_of(self, v: Value) -> int | None:
         a = self.args.get(v)

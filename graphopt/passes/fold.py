@@ -716,7 +716,7 @@ class _Folder:
         else:
             name = v.name
             # the initializer takes the folded value's name (readers and declarations stay recognizable)
-            v.rename(m.fresh_name(name + "_folded"), _reserved=True)
+            v.rename(m.fresh_name(name + "_folded"))
             init = add_constant(g, t, name=name)
             for i, o in enumerate(main.outputs):
                 if o is v:

@@ -182,7 +182,7 @@ def run_pass(model: Model, name: str, ctx: Any = None, **options: Any) -> Any:
     p = ctx.passes.create(name, **options)
     from .passes.base import PassManager
 
-    return PassManager(ctx, [p], max_rounds=1, strict=True, verify_each=True).run(model)
+    return PassManager(ctx, [p], strict=True, verify_each=True, fixed_point=False).run(model)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ through the IR's journal (no graph clone), records the failure and goes on, unle
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -145,10 +146,12 @@ class PassManager:
     """Runs passes in order, round after round, until a round changes nothing or `max_rounds` is reached."""
 
     def __init__(self, ctx: JitContext, passes: Sequence[Pass], *, max_rounds: int = 8, strict: bool = False,
-                 verify_each: bool = False, on_pass: Callable[[str, int], None] | None = None):
+                 verify_each: bool = False, on_pass: Callable[[str, int], None] | None = None,
+                 fixed_point: bool = True):
         self.ctx = ctx
         self.passes = list(passes)
-        self.max_rounds = max(1, int(max_rounds))
+        self.fixed_point = fixed_point  # False: one round, by request (no "did not converge" warning)
+        self.max_rounds = max(1, int(max_rounds)) if fixed_point else 1
         self.strict = strict
         self.verify_each = verify_each
         self.on_pass = on_pass
@@ -177,7 +180,7 @@ class PassManager:
                         rec.warnings.append(msg)
                         log.warning(msg)
                     any_change = any_change or r.changed
-                if not any_change:
+                if not any_change or not self.fixed_point:
                     break
                 if rnd >= self.max_rounds:
                     rec.converged = False
@@ -200,6 +203,10 @@ class PassManager:
         ctx.current_node = None
         ctx.current_step = None
         t = time.perf_counter()
+        # A pass allocates many small objects and frees most by reference counting; the cyclic collector would
+        # only rescan the (large, long-lived) model again and again. It runs again between passes.
+        gc_was = gc.isenabled()
+        gc.disable()
         try:
             res = p.run(model, ctx)
             if not isinstance(res, PassResult):
@@ -228,6 +235,8 @@ class PassManager:
             return PassRecord(p.name, rnd, secs, False, rolled_back=True, error=err.to_dict())
         finally:
             model.end_journal()
+            if gc_was:
+                gc.enable()
         secs = time.perf_counter() - t
         model._track = None
         changed = bool(res.changed) or model.mutations != m0 and bool(

@@ -23,10 +23,8 @@ from rich.console import Console
 from graphopt.errors import (
     EXIT_INTERNAL,
     EXIT_OK,
-    EXIT_OPTIMIZABLE,
     EXIT_OUTPUT,
     GraphoptError,
-    InvalidModelError,
     ModelError,
     OptimizableError,
     OutputError,
@@ -551,5 +549,5 @@ def _check_pipeline(cfg: PipelineConfig) -> None:
         lg.setLevel(level)
 
 
-__all__ = ["EXIT_OPTIMIZABLE", "InvalidModelError", "Job", "finish", "human_console", "make_validate_options",
+__all__ = ["Job", "finish", "human_console", "make_validate_options",
            "optimize_cmd", "pipeline_options", "report_options", "run_job", "run_jobs", "validation_options"]

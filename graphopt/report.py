@@ -473,7 +473,8 @@ def render_validation(v: ValidationResult, console: Any) -> None:
         "npz:", "inputs from ")
     title = (f"validation [green]passed[/]" if v.passed else "validation [red]FAILED[/]") + \
         f": {len(v.trials)} trial(s) ({escape(trials)}), {escape(src)}"
-    t = Table(title=title, title_justify="left")
+    console.print(title)  # a line of its own: as a table title it would wrap to the table's width
+    t = Table()
     for col in ("output", "dtype", "shape", "max abs diff", "max rel diff", "result"):
         t.add_column(col, justify="right" if col.startswith("max") else "left")
     for o in v.outputs:
@@ -526,10 +527,12 @@ def to_markdown(report: Report) -> str:
             lat = (f"{v.latency_ms_original:.3f} → {v.latency_ms_optimized:.3f} ms"
                    if v.latency_ms_original is not None and v.latency_ms_optimized is not None else "-")
         status = m.status + (" (recovered)" if m.recovered else "")
+        size = fmt_bytes(m.file_bytes_before) + (
+            "" if m.file_bytes_after is None else f" → {fmt_bytes(m.file_bytes_after)}")
         tot = m.timings_optimize.get("total", 0.0) + m.timings_validate.get("total", 0.0)
         lines.append(f"| `{m.input}` | {status} | {m.nodes_before if m.nodes_before is not None else '-'} → "
-                     f"{m.nodes_after if m.nodes_after is not None else '-'} | {fmt_bytes(m.file_bytes_before)} → "
-                     f"{fmt_bytes(m.file_bytes_after)} | {vtxt} | {diff} | {lat} | {fmt_seconds(tot)} |")
+                     f"{m.nodes_after if m.nodes_after is not None else '-'} | {size} | {vtxt} | {diff} | {lat} | "
+                     f"{fmt_seconds(tot)} |")
         if m.bisection is not None:
             for c in m.bisection.culprits:
                 notes.append(f"- `{m.input}`: pass `{c.name}` changes output `{c.first_output}`"

@@ -92,3 +92,31 @@ def test_check_reads_stdin(cli, add_model: Path) -> None:
     r = cli("check", "-", "--passes", "test-drop-identity", input=add_model.read_bytes())
     assert r.exit_code == 0 and "<stdin>" in r.stdout
     assert os.path.exists(add_model)
+
+
+def test_the_documented_ci_step_fails_the_build_on_an_invalid_model(tmp_path: Path, invalid_model: Path) -> None:
+    """The CI example in docs/report.md, run as written by a shell, on real models."""
+    import re
+    import shutil
+    import subprocess
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "report.md").read_text()
+    yaml = re.search(r"```yaml\n(.*?)```", doc, flags=re.S)
+    assert yaml is not None
+    cmd = next(ln.strip() for ln in yaml.group(1).splitlines() if ln.strip().startswith("graphopt check"))
+    models = tmp_path / "models"
+    models.mkdir()
+    samples = Path(__file__).resolve().parents[2] / "samples"
+    for name in ("cnn.onnx", "if_model.onnx"):
+        shutil.copy(samples / name, models / name)
+    env = dict(os.environ, GITHUB_STEP_SUMMARY=str(tmp_path / "summary.md"))
+    if shutil.which("graphopt") is None:
+        pytest.skip("the graphopt console script is not installed")
+    ok = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "### graphopt check" in (tmp_path / "summary.md").read_text()
+    assert json.loads((tmp_path / "graphopt-check.json").read_text())["summary"]["models"] == 2
+    shutil.copy(invalid_model, models / "broken.onnx")
+    bad = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 3, bad.stdout + bad.stderr
+    assert "broken.onnx: invalid" in bad.stdout

@@ -585,7 +585,7 @@ class Validator:
                     try:
                         feeds = random_feeds(self._specs, b, seed, int_high=high)
                     except UsageError as e:
-                        return e.message
+                        return f"{e.message}; {e.hint}" if e.hint else e.message
                     try:
                         out = sess.run(None, feeds)
                     except Exception as e:  # noqa: BLE001

@@ -127,6 +127,12 @@ g (float[N,4] x) => (float[N,4] y) {
 
 
 @pytest.fixture
+def write_text_model() -> Callable[..., Path]:
+    """save_text_model(path, onnx_text, inits=None): a checked model file from ONNX text."""
+    return save_text_model
+
+
+@pytest.fixture
 def add_model(tmp_path: Path) -> Path:
     """Add feeding two outputs, with an Identity in between: test-break-add breaks y and z, test-drop-identity
     (correct) removes one node."""

@@ -17,8 +17,6 @@ import pytest
 
 from graphopt.report import load_schema
 
-from conftest import save_text_model  # type: ignore[import-not-found]
-
 jsonschema = pytest.importorskip("jsonschema")
 
 FIX = ("--passes", "test-drop-identity")
@@ -301,12 +299,13 @@ def test_exit_code_is_the_worst_by_severity(cli, add_model: Path, clean_model: P
     assert r.exit_code == 3
 
 
-def test_several_models_usage_errors(cli, add_model: Path, clean_model: Path, tmp_path: Path) -> None:
+def test_several_models_usage_errors(cli, add_model: Path, clean_model: Path, tmp_path: Path,
+                                    write_text_model) -> None:
     assert cli("optimize", str(add_model), str(clean_model), "-o", "x.onnx").exit_code == 2
     assert cli("optimize", str(add_model), "-", "--out-dir", "o").exit_code == 2
     other = tmp_path / "sub"
     other.mkdir()
-    save_text_model(other / "add.onnx", "<ir_version: 8, opset_import: [\"\": 17]>\ng (float[N] x) => (float[N] y)"
+    write_text_model(other / "add.onnx", "<ir_version: 8, opset_import: [\"\": 17]>\ng (float[N] x) => (float[N] y)"
                     " {\n y = Relu(x)\n}")
     r = cli("optimize", str(add_model), str(other / "add.onnx"), "--out-dir", "o")
     assert r.exit_code == 2 and "same output" in r.stderr

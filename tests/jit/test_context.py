@@ -91,10 +91,25 @@ def test_step4_pipeline_resolves_the_config() -> None:
     assert [p.name for p in ctx2.pipeline] == list(reversed(names))
 
 
-def test_init_steps_log_one_line_each(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="graphopt"):
+def test_init_steps_log_one_line_each() -> None:
+    records: list[logging.LogRecord] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    # attach to the logger itself: the CLI (run in-process by other tests) may stop "graphopt" from propagating
+    logger = logging.getLogger("graphopt.jit")
+    h = _Keep(logging.INFO)
+    old_level = logger.level
+    logger.addHandler(h)
+    logger.setLevel(logging.INFO)
+    try:
         init(from_text(MODEL), PipelineConfig(preset="O2"), plugins=False)
-    lines = [r.getMessage() for r in caplog.records if r.name == "graphopt.jit"]
+    finally:
+        logger.removeHandler(h)
+        logger.setLevel(old_level)
+    lines = [r.getMessage() for r in records]
     assert len(lines) == 4
     for i, (line, step) in enumerate(zip(lines, STEPS), 1):
         assert line.startswith(f"jit init {i}/4 {step}: ")

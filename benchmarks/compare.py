@@ -504,7 +504,10 @@ def render_model(mr: ModelResult) -> str:
         else:
             match = "NO"
         ratio = "-" if r.latency_ratio is None else f"{r.latency_ratio:.2f}"
-        note = r.run.get("error") or r.ort_error or r.match_detail or r.checker_error or ""
+        if mr.original_runs:
+            note = r.run.get("error") or r.ort_error or r.match_detail or r.checker_error or ""
+        else:  # ORT's refusal is the original's too; the checker is what can still tell
+            note = r.run.get("error") or r.checker_error or ""
         if r.interface_changed:
             note = f"{r.interface_changed} renamed/retyped; " + note
         ro = r.run.get("info", {}).get("rolled_back")
@@ -631,7 +634,8 @@ def render_broken(results: list[ModelResult], tools: list[str]) -> str:
         for t in tools:
             r = mr.tools[t]
             if r.status() not in ("ok", "n/a"):
-                why = r.run.get("error") or r.ort_error or r.match_detail or r.checker_error
+                why = r.run.get("error") or (r.ort_error if mr.original_runs else None) or r.match_detail \
+                    or r.checker_error
                 lines.append(f"- {mr.id}: {t}: {r.status()}: {why}")
             for ro in r.run.get("info", {}).get("rolled_back", []) or []:
                 lines.append(f"- {mr.id}: {t}: pass rolled back: {ro}")

@@ -80,15 +80,22 @@ def _build(ops: list[tuple[str, int, int, int]], n_outputs: int) -> onnx.ModelPr
         elif op == "identity_chain":
             g.pool.append(g.node("Identity", [g.node("Identity", [v])]))
         elif op == "noop":
-            kind = b % 4
+            # neutral elements, and look-alikes that are NOT no-ops (0 - x, 1 ^ x, 1 / x)
+            kind = b % 7
             if kind == 0:
                 g.pool.append(g.node("Add", [v, g.const(np.zeros(4, np.float32))]))
             elif kind == 1:
                 g.pool.append(g.node("Mul", [g.const(np.ones((), np.float32)), v]))
             elif kind == 2:
                 g.pool.append(g.node("Cast", [v], to=TensorProto.FLOAT))
-            else:
+            elif kind == 3:
                 g.pool.append(g.node("Div", [v, g.const(np.ones(1, np.float32))]))
+            elif kind == 4:
+                g.pool.append(g.node("Sub", [g.const(np.zeros(4, np.float32)), v]))
+            elif kind == 5:
+                g.pool.append(g.node("Pow", [g.const(np.ones((1, 4), np.float32)), v]))
+            else:
+                g.pool.append(g.node("Div", [g.const(np.ones((), np.float32)), g.node("Abs", [v])]))
         elif op == "duplicate":
             for src in reversed(g.nodes):
                 if src.op_type not in ("Constant",) and src.output[0] in g.pool:
@@ -126,7 +133,7 @@ def _build(ops: list[tuple[str, int, int, int]], n_outputs: int) -> onnx.ModelPr
 op_spec = st.tuples(st.sampled_from(MENU), st.integers(0, 50), st.integers(0, 50), st.integers(0, 50))
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(ops=st.lists(op_spec, min_size=1, max_size=14), n_outputs=st.integers(1, 3))
 def test_o2_pipeline_preserves_outputs(ops: list[tuple[str, int, int, int]], n_outputs: int) -> None:
     mp = _build(ops, n_outputs)

@@ -14,7 +14,9 @@ output names), then the node is removed once nothing reads it. Cases:
 * x + 0, 0 + x, x - 0, x * 1, 1 * x, x / 1, x ^ 1, where the constant's broadcast provably leaves x's shape and
   dtype unchanged (for floats x + 0 turns -0.0 into +0.0: equal values, as every ONNX optimizer assumes);
 * Reshape of a Reshape (the first used only by the second, and the second's target has no 0 that would copy an
-  intermediate dim); Cast of a Cast whose intermediate type holds every value of the source type exactly.
+  intermediate dim); Cast of a Cast whose intermediate type holds every value of the source type exactly;
+* a chain of Reshape/Squeeze/Unsqueeze/Flatten that ends in the shape of a value higher up the chain (that value);
+* RNN/GRU/LSTM initial states given as zeros (the default when absent).
 
 An Identity whose output is a graph output that its input cannot take over (a graph input, an outer value, a value
 that is already an output) is left alone: removing it would make the IR re-create it.
@@ -603,16 +605,82 @@ def _try_neutral(node: Node, ctx: JitContext) -> bool:
     return False
 
 
+_RESHAPE_LIKE = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten"})
+_CHAIN_DEPTH = 8  # reshape-like ancestors looked through
+
+
+def _try_reshape_back(node: Node, ctx: JitContext) -> bool:
+    """A reshape-like op (Reshape, Squeeze, Unsqueeze, Flatten) whose output shape provably equals the shape of a
+    value further up a chain of reshape-like ops: the chain only relabels the same row-major elements, so that
+    value is the result (e.g. Reshape(Squeeze(Shape(x)[0:1]), [1]) is Shape(x)[0:1])."""
+    out = node.output
+    x = node.input(0)
+    for _ in range(_CHAIN_DEPTH):
+        p = x.producer if x is not None else None
+        # Keeps the node when the chain above its input stops at something that is not a reshape-like op.
+        if p is None or p.op_type not in _RESHAPE_LIKE or p.domain not in ("", "ai.onnx"):
+            return False
+        x = p.input(0)
+        if x is None:
+            return False
+        # Keeps the node unless an ancestor's shape is provably the output's (static or equal symbolic shapes).
+        if _same_shape(x, out, ctx):
+            return _forward(node, out, x)
+    return False
+
+
+_RNN_STATE_INPUTS = {"RNN": (5,), "GRU": (5,), "LSTM": (5, 6)}
+
+
+def _is_zero_fill(v: Value) -> bool:
+    """`v` is provably all zeros: a ConstantOfShape without a value or with a zero value, or a zero constant."""
+    p = v.producer
+    if p is not None and p.op_type == "ConstantOfShape" and p.domain in ("", "ai.onnx"):
+        t = p.attr("value", None)
+        if t is None:
+            return True
+        if t.size > _MAX_CONST:
+            return False
+        a = np.asarray(t.numpy())
+        return a.dtype != object and bool(np.all(a == 0))
+    a = _const(v)
+    return a is not None and a.dtype != object and a.size > 0 and bool(np.all(a == 0))
+
+
+def _try_rnn_zero_state(node: Node, ctx: JitContext) -> bool:
+    """RNN/GRU/LSTM initial_h (and LSTM's initial_c) given as zeros: the op's default when absent. Exporters build
+    these zeros from the input's batch size (Shape, Gather, Concat, ConstantOfShape); dropping the input lets DCE
+    remove that chain. Same result wherever the original runs (the state must be zeros of the right shape)."""
+    hit = False
+    for i in _RNN_STATE_INPUTS[node.op_type]:
+        v = node.input(i)
+        # Keeps a state input that is absent or not provably all zeros.
+        if v is None or not _is_zero_fill(v):
+            continue
+        node.replace_input_with(i, None)
+        if v.producer is not None and not v.is_used():
+            _remove_if_dead(v.producer)
+        hit = True
+    return hit
+
+
 _Case = tuple[str, Callable[[Node, Any], bool]]
 _CASES: dict[str, list[_Case]] = {
     "Identity": [("identity", _try_identity)],
     "Dropout": [("dropout", _try_dropout)],
     "Cast": [("cast_same_type", _try_cast_same), ("cast_chain", _try_cast_chain)],
     "CastLike": [("cast_same_type", _try_castlike_same)],
-    "Reshape": [("reshape_chain", _try_reshape_chain), ("reshape_same_shape", _try_reshape_same)],
+    "Reshape": [("reshape_chain", _try_reshape_chain), ("reshape_same_shape", _try_reshape_same),
+                ("reshape_back", _try_reshape_back)],
+    "Flatten": [("reshape_back", _try_reshape_back)],
+    "RNN": [("rnn_zero_state", _try_rnn_zero_state)],
+    "GRU": [("rnn_zero_state", _try_rnn_zero_state)],
+    "LSTM": [("rnn_zero_state", _try_rnn_zero_state)],
     "Expand": [("expand_same_shape", _try_expand_same)],
-    "Squeeze": [("squeeze_unsqueeze", _try_squeeze_of_unsqueeze), ("squeeze_same_shape", _try_same_shape)],
-    "Unsqueeze": [("squeeze_unsqueeze", _try_squeeze_of_unsqueeze), ("unsqueeze_same_shape", _try_same_shape)],
+    "Squeeze": [("squeeze_unsqueeze", _try_squeeze_of_unsqueeze), ("squeeze_same_shape", _try_same_shape),
+                ("reshape_back", _try_reshape_back)],
+    "Unsqueeze": [("squeeze_unsqueeze", _try_squeeze_of_unsqueeze), ("unsqueeze_same_shape", _try_same_shape),
+                  ("reshape_back", _try_reshape_back)],
     "Transpose": [("transpose_chain", _try_transpose_chain), ("transpose_identity", _try_transpose_identity)],
     "Pad": [("pad_zero", _try_pad_zero)],
     "Slice": [("slice_full", _try_slice_full)],

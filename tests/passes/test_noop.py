@@ -451,3 +451,83 @@ def test_data_movement_noops_for_every_dtype(dtype: str) -> None:
     assert stats == {"transpose_chain": 1, "identity": 1, "reshape_same_shape": 1, "squeeze_unsqueeze": 1,
                      "slice_full": 1, "concat_one": 1, "expand_same_shape": 1, "split_one": 1,
                      "transpose_identity": 1}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reshape-like chains that come back to an earlier shape; zero RNN states
+# ----------------------------------------------------------------------------------------------------------------
+def test_reshape_of_squeeze_back_to_the_sliced_shape() -> None:
+    # what the dynamo exporter leaves: Reshape(Squeeze(Shape(x)[0:1]), [1]) is Shape(x)[0:1]
+    _, stats = _positive(_g("s = Shape <start = 0, end = 1> (x)\n q = Squeeze(s)\n one = Constant <value = "
+                            "int64[1] {1}> ()\n r = Reshape(q, one)\n y = Add(r, r)",
+                            sig="(float[N, 4] x) => (int64[1] y)"), None,
+                         ["Shape", "Squeeze", "Constant", "Add"])  # the dead Squeeze is DCE's
+    assert stats.get("reshape_back") == 1
+
+
+def test_unsqueeze_reshape_chain_back_to_the_input_shape() -> None:
+    _, stats = _positive(_g("a = Relu(x)\n ax = Constant <value = int64[1] {0}> ()\n u = Unsqueeze(a, ax)\n"
+                            " f = Flatten <axis = 2> (u)\n t = Constant <value = int64[2] {0, 4}> ()\n"
+                            " r = Reshape(f, t)\n y = Neg(r)"), None,
+                         ["Relu", "Constant", "Unsqueeze", "Constant", "Neg"])
+    assert stats.get("reshape_back") == 1
+
+
+def test_reshape_chain_to_another_shape_stays() -> None:
+    _negative(_g("ax = Constant <value = int64[1] {0}> ()\n u = Unsqueeze(x, ax)\n t = Constant <value = int64[2] "
+                 "{4, -1}> ()\n r = Reshape(u, t)\n y = Neg(r)", sig="(float[N, 4] x) => (float[4, N] y)"))
+
+
+def test_reshape_chain_through_a_non_reshape_op_stays() -> None:
+    _negative(_g("ax = Constant <value = int64[1] {0}> ()\n u = Unsqueeze(x, ax)\n n = Neg(u)\n"
+                 " t = Constant <value = int64[2] {0, 4}> ()\n r = Reshape(n, t)\n y = Relu(r)"))
+
+
+_LSTM = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[T, N, 3] x) => (float[T, 1, N, 5] y) {{
+      s = Shape(x)
+      i1 = Constant <value = int64[1] {{1}}> ()
+      b = Gather(s, i1)
+      one = Constant <value = int64[1] {{1}}> ()
+      hid = Constant <value = int64[1] {{5}}> ()
+      shp = Concat <axis = 0> (one, b, hid)
+      h0 = ConstantOfShape {attr} (shp)
+      y, yh, yc = LSTM <hidden_size = 5> (x, W, R, B, , h0, h0)
+    }}
+"""
+
+
+@pytest.mark.parametrize("attr", ["", "<value = float[1] {0.0}>"])
+def test_lstm_zero_initial_state_is_dropped(attr: str, rng: np.random.Generator) -> None:
+    inits = {"W": rng.standard_normal((1, 20, 3)).astype(np.float32),
+             "R": rng.standard_normal((1, 20, 5)).astype(np.float32),
+             "B": rng.standard_normal((1, 40)).astype(np.float32)}
+    # the zeros' ConstantOfShape goes; the chain that computed its shape is left to DCE
+    m, stats = _positive(_LSTM.format(attr=attr), inits,
+                         ["Shape", "Constant", "Gather", "Constant", "Constant", "Concat", "LSTM"],
+                         bindings=[{"T": 2, "N": 1}, {"T": 3, "N": 4}])
+    assert stats == {"rnn_zero_state": 1}
+    lstm = list(m.graph)[-1]
+    assert lstm.input(5) is None and lstm.input(6) is None
+
+
+def test_gru_zero_initializer_state_is_dropped(rng: np.random.Generator) -> None:
+    text = _g("y, yh = GRU <hidden_size = 2> (x, W, R, B, , h0)", sig="(float[T, 3, 4] x) => (float[T, 1, 3, 2] y)")
+    inits = {"W": rng.standard_normal((1, 6, 4)).astype(np.float32),
+             "R": rng.standard_normal((1, 6, 2)).astype(np.float32),
+             "B": rng.standard_normal((1, 12)).astype(np.float32), "h0": np.zeros((1, 3, 2), np.float32)}
+    m, stats = _positive(text, inits, ["GRU"], bindings=[{"T": 2}, {"T": 5}])
+    assert stats == {"rnn_zero_state": 1}
+
+
+def test_rnn_nonzero_initial_state_stays(rng: np.random.Generator) -> None:
+    text = _g("y, yh = GRU <hidden_size = 2> (x, W, R, B, , h0)", sig="(float[T, 3, 4] x) => (float[T, 1, 3, 2] y)")
+    inits = {"W": rng.standard_normal((1, 6, 4)).astype(np.float32),
+             "R": rng.standard_normal((1, 6, 2)).astype(np.float32),
+             "B": rng.standard_normal((1, 12)).astype(np.float32), "h0": np.full((1, 3, 2), 0.5, np.float32)}
+    _negative(text, inits)
+    _negative(_LSTM.format(attr="<value = float[1] {0.25}>"), {
+        "W": rng.standard_normal((1, 20, 3)).astype(np.float32),
+        "R": rng.standard_normal((1, 20, 5)).astype(np.float32),
+        "B": rng.standard_normal((1, 40)).astype(np.float32)})

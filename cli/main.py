@@ -21,11 +21,13 @@ def main() -> None:
 
     \b
     Examples:
-      graphopt optimize model.onnx                 # writes model.opt.onnx beside it
-      graphopt optimize model.onnx -o out.onnx -O3
+      graphopt optimize model.onnx                 # writes model.opt.onnx beside it, validated
+      graphopt optimize model.onnx -o out.onnx -O3 --report-json report.json
       cat model.onnx | graphopt optimize - -o - > out.onnx
+      graphopt check models/*.onnx --fail-if-optimizable   # a CI step
       graphopt inspect model.onnx --json
       graphopt passes
+      graphopt explain model.onnx fuse-conv-bn     # why a fusion rule did (not) fire
     """
 
 

@@ -11,128 +11,33 @@ so that pytest's summary counts them.
 
 from __future__ import annotations
 
-import functools
-import glob
 import os
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 import pytest
 from google.protobuf.message import Message
-from onnx import numpy_helper
 
 from graphopt.ir import serde
+from graphopt.testing import RANDOM_OPS as _RANDOM_OPS
+from graphopt.testing import CorpusCase, corpus_cases, corpus_data_sets, corpus_model_bytes, real_inputs
 
-_DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
 
-# Ops whose outputs are random: onnxruntime's outputs for them are compared by dtype and shape only.
-_RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-                         "Bernoulli"})
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The corpus
+# The corpus (shared with the pipeline corpus test: graphopt.testing)
 # ---------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Case:
-    """One corpus model: its bytes, its folder (for file models), its data sets and tolerances."""
-
-    id: str
-    path: str | None = None  # model file (file cases)
-    node_name: str | None = None  # name in collect_testcases (node cases)
-    rtol: float = 1e-3
-    atol: float = 1e-7
-
-
-@functools.cache
-def _node_cases() -> dict[str, Any]:
-    from onnx.backend.test.case.node import collect_testcases
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the generators divide by zero on purpose
-        return {c.name: c for c in collect_testcases(None)}
-
-
-def _file_cases() -> list[Case]:
-    out = []
-    for p in sorted(glob.glob(os.path.join(_DATA, "**", "*.onnx"), recursive=True)):
-        rel = os.path.relpath(p, _DATA)
-        cid = rel[: -len("/model.onnx")] if rel.endswith("/model.onnx") else rel[: -len(".onnx")]
-        out.append(Case(id=cid, path=p))
-    return out
-
-
-def _all_cases() -> list[Case]:
-    cases = _file_cases()
-    for name, c in _node_cases().items():
-        cases.append(Case(id=f"node/{name}", node_name=name, rtol=c.rtol, atol=c.atol))
-    return cases
-
-
-CASES = _all_cases()
-
-
-def _model_bytes(case: Case) -> bytes:
-    if case.path is not None:
-        with open(case.path, "rb") as f:
-            return f.read()
-    assert case.node_name is not None
-    return _node_cases()[case.node_name].model.SerializeToString()
-
-
-def _load_pb(path: str, type_proto: onnx.TypeProto) -> Any:
-    with open(path, "rb") as f:
-        data = f.read()
-    if type_proto.HasField("sequence_type"):
-        sp = onnx.SequenceProto()
-        sp.ParseFromString(data)
-        return numpy_helper.to_list(sp)
-    if type_proto.HasField("optional_type"):
-        op = onnx.OptionalProto()
-        op.ParseFromString(data)
-        return numpy_helper.to_optional(op)
-    tp = onnx.TensorProto()
-    tp.ParseFromString(data)
-    return numpy_helper.to_array(tp)
-
-
-def _feed_names(mp: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
-    inits = {t.name for t in mp.graph.initializer} | {t.values.name for t in mp.graph.sparse_initializer}
-    return [i for i in mp.graph.input if i.name not in inits]
+Case = CorpusCase
+CASES = corpus_cases()
+_model_bytes = corpus_model_bytes
+_feed_names = real_inputs
 
 
 def _data_sets(case: Case, mp: onnx.ModelProto) -> Iterator[tuple[list[Any], list[Any]]]:
-    """(inputs, expected outputs) pairs, inputs in the order of the model's fed inputs."""
-    if case.node_name is not None:
-        for ins, outs in _node_cases()[case.node_name].data_sets:
-            yield ([numpy_helper.to_array(x) if isinstance(x, onnx.TensorProto) else x for x in ins],
-                   [numpy_helper.to_array(x) if isinstance(x, onnx.TensorProto) else x for x in outs])
-        return
-    assert case.path is not None
-    folder = os.path.dirname(case.path)
-    feeds = _feed_names(mp)
-    if case.id.startswith("light/"):
-        # light models ship an expected output for one fixed input: arange(n)/n in the input's shape, as the onnx
-        # backend test runner feeds them (its expected outputs were computed from that input)
-        x = feeds[0]
-        shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in x.type.tensor_type.shape.dim)
-        n = int(np.prod(shape))
-        inp = (np.arange(n).reshape(shape) / n).astype(np.float32)
-        stem = case.path[: -len(".onnx")]
-        outs = [_load_pb(f"{stem}_output_{i}.pb", o.type) for i, o in enumerate(mp.graph.output)
-                if os.path.exists(f"{stem}_output_{i}.pb")]
-        yield [inp], outs
-        return
-    for ds in sorted(glob.glob(os.path.join(folder, "test_data_set_*"))):
-        n_in = len(glob.glob(os.path.join(ds, "input_*.pb")))
-        n_out = len(glob.glob(os.path.join(ds, "output_*.pb")))
-        ins = [_load_pb(os.path.join(ds, f"input_{i}.pb"), mp.graph.input[i].type) for i in range(n_in)]
-        outs = [_load_pb(os.path.join(ds, f"output_{i}.pb"), mp.graph.output[i].type) for i in range(n_out)]
-        yield ins, outs
+    yield from corpus_data_sets(case)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -25,22 +25,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .shapes import MapType, OpaqueType, OptionalType, SequenceType, Shape, SparseTensorType, TensorType, Type
-from .tensors import Tensor
+from .tensors import Tensor, _serde
 
 Use = tuple  # (node: Node, input_index: int)
 
 
-
-def _serde():  # noqa: ANN202 - the serde module, imported once (serde imports this module)
-    global _SERDE
-    if _SERDE is None:
-        from . import serde as _s
-
-        _SERDE = _s
-    return _SERDE
-
-
-_SERDE = None
 
 class IRError(Exception):
     """Misuse of the IR API (a bug in a pass, not bad input)."""

@@ -693,52 +693,8 @@ def attr_value(ap: Any, base_dir: str | None) -> Any:
 
 
 def attr_to_proto(a: Attr) -> Any:
-    """The AttributeProto of `a` (graph attributes are filled by the caller)."""
-    if a._proto is not None and a.type not in (AttrType.GRAPH, AttrType.GRAPHS):
-        return a._proto
-    ap = onnx.AttributeProto()
-    if a._proto is not None:
-        ap.CopyFrom(a._proto)
-        ap.ClearField("g")
-        ap.ClearField("graphs")
-    ap.name = a.name
-    ap.type = a.type
-    if a.ref_attr_name:
-        ap.ref_attr_name = a.ref_attr_name
-        return ap
-    t = a.type
-    v = a.value
-    if t == AttrType.INT:
-        ap.i = int(v)
-    elif t == AttrType.FLOAT:
-        ap.f = float(v)
-    elif t == AttrType.STRING:
-        ap.s = _b(v)
-    elif t == AttrType.INTS:
-        ap.ints.extend(int(x) for x in v)
-    elif t == AttrType.FLOATS:
-        ap.floats.extend(float(x) for x in v)
-    elif t == AttrType.STRINGS:
-        ap.strings.extend(_b(x) for x in v)
-    elif t == AttrType.TENSOR:
-        ap.t.CopyFrom(tensor_to_proto(v, v._proto.name if v._proto is not None else ""))
-    elif t == AttrType.TENSORS:
-        ap.tensors.extend(tensor_to_proto(x, "") for x in v)
-    elif t == AttrType.SPARSE_TENSOR:
-        ap.sparse_tensor.CopyFrom(v._proto)
-    elif t == AttrType.SPARSE_TENSORS:
-        ap.sparse_tensors.extend(x._proto for x in v)
-    elif t == AttrType.TYPE_PROTO:
-        type_to_proto(v, ap.tp)
-    elif t == AttrType.TYPE_PROTOS:
-        for x in v:
-            type_to_proto(x, ap.type_protos.add())
-    elif t == AttrType.GRAPH:
-        _fill_graph(ap.g, v)
-    elif t == AttrType.GRAPHS:
-        for sg in v:
-            _fill_graph(ap.graphs.add(), sg)
-    return ap
+    """The AttributeProto of `a` (the loaded message when untouched; graph attributes serialized)."""
+    return _Writer().attr_proto(a)
 
 
 # ================================================================================================================

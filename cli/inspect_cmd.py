@@ -45,6 +45,8 @@ def inspect_cmd(input: str, as_json: bool, no_symbols: bool, verbose: int, quiet
     setup_logging(verbose, quiet)
     model = read_model(input)
     info: dict[str, Any] = summarize(model, path=None if input == "-" else input)
+    if input == "-":
+        info["file_bytes"] = model.meta.get("source_bytes")
     ctx = init(model, PipelineConfig(passes=[]), infer_symbols=not no_symbols)
     sym = ctx.symbols.summary() if hasattr(ctx.symbols, "summary") else {}
     info["symbols"] = sym
@@ -52,7 +54,7 @@ def inspect_cmd(input: str, as_json: bool, no_symbols: bool, verbose: int, quiet
         click.echo(json.dumps(info, indent=2, default=str))
         return
     c = st.out
-    c.print(f"[bold]{input}[/]  {_fmt_bytes(info['file_bytes'])}")
+    c.print(f"[bold]{'<stdin>' if input == '-' else input}[/]  {_fmt_bytes(info['file_bytes'])}")
     c.print(f"ir_version {info['ir_version']}  opsets "
             + ", ".join(f"{d} {v}" for d, v in info["opsets"].items())
             + (f"  producer {info['producer']}" if info["producer"] else ""))

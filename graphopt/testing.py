@@ -300,3 +300,22 @@ def _read_pb(path: str, type_proto: Any) -> Any:
     tp = onnx.TensorProto()
     tp.ParseFromString(data)
     return numpy_helper.to_array(tp)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pass-test helpers
+# ----------------------------------------------------------------------------------------------------------------
+def pass_stats(model: Model, name: str, **options: Any) -> dict[str, int]:
+    """Run one pass once (strict, IR verified after) and return its stats, checking that `changed` is honest."""
+    rec = run_pass(model, name, **options)
+    (r,) = rec.passes
+    assert r.changed == bool(r.stats), f"{name}: changed={r.changed} but stats={r.stats}"
+    return r.stats
+
+
+def assert_unchanged(model: Model, name: str, **options: Any) -> Model:
+    """The pass changes nothing: no stats, same bytes (an idempotence check after a first run)."""
+    before = snapshot(model)
+    assert pass_stats(model, name, **options) == {}
+    assert snapshot(model) == before, f"{name} reported no change but the model's bytes changed"
+    return model

@@ -10,18 +10,15 @@ from graphopt.ir import serde
 from graphopt.ir.core import Model
 from graphopt.ir.verify import verify
 from graphopt.passes.control_flow import SimplifyControlFlow
-from graphopt.testing import (assert_same_outputs, assert_valid, count_ops, from_text, op_types, run, run_pass,
-                              snapshot)
+from graphopt.testing import (assert_same_outputs, assert_unchanged, assert_valid, count_ops, from_text, op_types,
+                              pass_stats, run, snapshot)
 
 H = '<ir_version: 8, opset_import: ["" : 17]>'
 NAME = "simplify-control-flow"
 
 
 def _scf(m: Model, **options: object) -> dict[str, int]:
-    rec = run_pass(m, NAME, **options)
-    (r,) = rec.passes
-    assert r.changed == bool(r.stats), r
-    return r.stats
+    return pass_stats(m, NAME, **options)
 
 
 def _check(before: bytes, m: Model) -> None:
@@ -30,17 +27,11 @@ def _check(before: bytes, m: Model) -> None:
 
 
 def _idempotent(m: Model) -> None:
-    again = snapshot(m)
-    assert _scf(m) == {}
-    assert snapshot(m) == again
+    assert_unchanged(m, NAME)
 
 
 def _unchanged(text: str, inits: dict[str, np.ndarray] | None = None, **kw: object) -> Model:
-    m = from_text(text, inits, **kw)  # type: ignore[arg-type]
-    before = snapshot(m)
-    assert _scf(m) == {}
-    assert snapshot(m) == before
-    return m
+    return assert_unchanged(from_text(text, inits, **kw), NAME)  # type: ignore[arg-type]
 
 
 def _if(cond_def: str, extra_in: str = "") -> str:

@@ -7,17 +7,14 @@ import pytest
 
 from graphopt.ir.core import Model, Node, Value
 from graphopt.ir.shapes import TensorType
-from graphopt.testing import (assert_same_outputs, assert_valid, count_ops, from_text, op_types, run_pass,
-                              snapshot, to_proto)
+from graphopt.testing import (assert_same_outputs, assert_unchanged, assert_valid, count_ops, from_text, op_types,
+                              pass_stats, snapshot, to_proto)
 
 H = '<ir_version: 8, opset_import: ["" : 17]>'
 
 
 def _cse(m: Model, **options: object) -> dict[str, int]:
-    rec = run_pass(m, "cse", **options)
-    (r,) = rec.passes
-    assert r.changed == bool(r.stats), r
-    return r.stats
+    return pass_stats(m, "cse", **options)
 
 
 def _check(before: bytes, m: Model) -> None:
@@ -26,17 +23,11 @@ def _check(before: bytes, m: Model) -> None:
 
 
 def _idempotent(m: Model) -> None:
-    again = snapshot(m)
-    assert _cse(m) == {}
-    assert snapshot(m) == again
+    assert_unchanged(m, "cse")
 
 
 def _unchanged(text: str, inits: dict[str, np.ndarray] | None = None, **kw: object) -> Model:
-    m = from_text(text, inits, **kw)  # type: ignore[arg-type]
-    before = snapshot(m)
-    assert _cse(m) == {}
-    assert snapshot(m) == before
-    return m
+    return assert_unchanged(from_text(text, inits, **kw), "cse")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------------------------

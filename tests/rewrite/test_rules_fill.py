@@ -242,7 +242,7 @@ def test_conv_bn_fill_uniform_params_make_a_new_fill(dtype: type) -> None:
     m = make(text, {**WS, "cs": np.array([6], np.int64)}, dtype)
     m = check(m, ["fuse-conv-bn-fill"], {"fuse-conv-bn-fill": 1}, {"ConstantOfShape": 1, "Conv": 1}, dtype=dtype)
     fill, conv = list(m.graph)
-    assert fill.input(0).name == "ws"
+    assert fill.input(0).name == "ws" and conv.input(1) is fill.output
     want = np.float64(dtype(V)) * 0.5 / np.sqrt(0.5 + np.float64(np.float32(0.001)))
     got = fill.attr("value").numpy()
     assert got.dtype == dtype and got.shape == (1,)
@@ -550,7 +550,8 @@ LIGHT = {c.id: c for c in corpus_cases(nodes=False) if c.id.startswith("light/")
 def test_light_resnet50_fuses_without_growing() -> None:
     case = LIGHT["light/light_resnet50"]
     assert case.path is not None
-    original = open(case.path, "rb").read()
+    with open(case.path, "rb") as f:
+        original = f.read()
     base = graphopt.optimize(serde.loads(original), strict=True,
                              options={"fuse": {"skip_rules": ("fuse-conv-bn-fill", "fuse-conv-mul-fill",
                                                               "fuse-conv-add-fill", "fuse-bn-affine")}})

@@ -34,12 +34,12 @@ from typing import ClassVar
 import numpy as np
 
 from ...ir.builder import Builder
-from ...ir.core import Value
+from ...ir.core import Node, Value
 from ..pattern import Fail, Match, Pat, Var, describe
 from ..rule import RewriteContext, Rule, to_dtype
 from .common import copy_attrs
 from .fill import DEFAULT_MAX_STORED_ELEMENTS, bn_mode_fail, bn_params
-from .known import DEFAULT_MAX_ELEMENTS, channel_vector, known_value
+from .known import DEFAULT_MAX_ELEMENTS, Known, channel_vector, known_value
 
 _PARAMS = ("scale", "bias", "mean", "var")
 
@@ -55,7 +55,7 @@ class _BnRule(Rule):
     # file growth: the most numbers one new parameter tensor may hold
     max_stored_elements: ClassVar[int] = DEFAULT_MAX_STORED_ELEMENTS
 
-    def _params(self, m: Match, ctx: RewriteContext):  # noqa: ANN202
+    def _params(self, m: Match, ctx: RewriteContext) -> tuple[dict[str, Known], int] | Fail:
         got = bn_params(m, ctx, self.max_elements)
         if isinstance(got, Fail):
             return got
@@ -137,6 +137,8 @@ class StoreBatchNormFillParams(_BnRule):
             if v.is_graph_output():
                 return Fail(f"BatchNormalization {k} ({v.name!r}) is a graph output")
             for u, i in v.uses():
+                if _dead(u):
+                    continue  # a reader left dead by an earlier rewrite (dead-code elimination removes it)
                 if u.op_type != "BatchNormalization" or i == 0:
                     return Fail(f"BatchNormalization {k} ({v.name!r}) is also read by {describe(u)}; its chain "
                                 "would stay, so storing it would only grow the file")
@@ -159,6 +161,11 @@ class StoreBatchNormFillParams(_BnRule):
                 ins.append(c)
         n = b.node("BatchNormalization", ins, copy_attrs(bn))
         return [n.output]
+
+
+def _dead(node: Node) -> bool:
+    """Nothing reads the node's outputs and none is a graph output."""
+    return all(not o.is_used() and not o.is_graph_output() for o in node.outputs)
 
 
 RULES = [FuseBatchNormAffine, StoreBatchNormFillParams]

@@ -37,7 +37,7 @@ from ...ir.tensors import DataType, Tensor
 from ..pattern import Fail, Match, Opt, Pat, Var, const_tensor, describe
 from ..rule import RewriteContext, Rule, shared_fail, to_dtype
 from .common import copy_attrs
-from .known import DEFAULT_MAX_ELEMENTS, Known, channel_vector, is_float, known_value
+from .known import DEFAULT_MAX_ELEMENTS, Known, channel_vector, known_value
 
 # The most numbers a rewrite of this family stores per new tensor (M output channels; 64 KiB of float32).
 DEFAULT_MAX_STORED_ELEMENTS = 1 << 14

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...ir.core import Value
+from ...ir.core import Node, Value
 from ...ir.tensors import DataType, Tensor
 from ..pattern import Fail, const_tensor, describe, describe_value
 
@@ -117,7 +117,7 @@ def _ints(v: Value | None) -> list[int] | None:
     return [int(x) for x in np.asarray(t.numpy()).reshape(-1)]
 
 
-def _fill(v: Value, p, cap: int) -> Known | Fail:  # noqa: ANN001 - p is the ConstantOfShape node
+def _fill(v: Value, p: Node, cap: int) -> Known | Fail:
     shape = _ints(p.input(0))
     if shape is None:
         return Fail(f"the shape input of {describe(p)} is not an integer constant")
@@ -135,11 +135,11 @@ def _fill(v: Value, p, cap: int) -> Known | Fail:  # noqa: ANN001 - p is the Con
     return Known(base.reshape((1,) * len(shape)), tuple(shape), dtype)
 
 
-def _identity(k: Known, p, opset: int, cap: int) -> Known | Fail:  # noqa: ANN001
+def _identity(k: Known, p: Node, opset: int, cap: int) -> Known | Fail:
     return Known(k.base, k.shape, k.dtype)
 
 
-def _axes(p, opset: int, since: int) -> list[int] | None | Fail:  # noqa: ANN001
+def _axes(p: Node, opset: int, since: int) -> list[int] | None | Fail:
     """Axes from the attribute (before opset `since`) or the constant input 1; None when absent."""
     if opset < since:
         a = p.attr("axes", None)
@@ -152,7 +152,7 @@ def _axes(p, opset: int, since: int) -> list[int] | None | Fail:  # noqa: ANN001
     return ax
 
 
-def _unsqueeze(k: Known, p, opset: int, cap: int) -> Known | Fail:  # noqa: ANN001
+def _unsqueeze(k: Known, p: Node, opset: int, cap: int) -> Known | Fail:
     axes = _axes(p, opset, 13)
     if isinstance(axes, Fail):
         return axes
@@ -169,7 +169,7 @@ def _unsqueeze(k: Known, p, opset: int, cap: int) -> Known | Fail:  # noqa: ANN0
     return Known(k.base.reshape(base), tuple(shape), k.dtype)
 
 
-def _squeeze(k: Known, p, opset: int, cap: int) -> Known | Fail:  # noqa: ANN001
+def _squeeze(k: Known, p: Node, opset: int, cap: int) -> Known | Fail:
     axes = _axes(p, opset, 13)
     if isinstance(axes, Fail):
         return axes
@@ -184,7 +184,7 @@ def _squeeze(k: Known, p, opset: int, cap: int) -> Known | Fail:  # noqa: ANN001
     return Known(k.base.reshape([k.base.shape[i] for i in keep]), tuple(k.shape[i] for i in keep), k.dtype)
 
 
-def _reshape(k: Known, p, opset: int, cap: int) -> Known | Fail:  # noqa: ANN001
+def _reshape(k: Known, p: Node, opset: int, cap: int) -> Known | Fail:
     target = _ints(p.input(1))
     if target is None:
         return Fail(f"the shape input of {describe(p)} is not an integer constant")
@@ -227,7 +227,7 @@ def _reshape(k: Known, p, opset: int, cap: int) -> Known | Fail:  # noqa: ANN001
     return Known(np.ascontiguousarray(k.array()).reshape(new), tuple(new), k.dtype)
 
 
-def _expand(k: Known, p, opset: int, cap: int) -> Known | Fail:  # noqa: ANN001
+def _expand(k: Known, p: Node, opset: int, cap: int) -> Known | Fail:
     target = _ints(p.input(1))
     if target is None:
         return Fail(f"the shape input of {describe(p)} is not an integer constant")
@@ -275,7 +275,3 @@ def channel_vector(k: Known, out_rank: int | None, channels: int, what: str) -> 
     got = k.along(1 - pad)
     assert got is not None  # every other dim of the shape is 1, so the base varies along the channel axis at most
     return got
-
-
-def is_float(dtype: int | None) -> bool:
-    return dtype in _FLOATS

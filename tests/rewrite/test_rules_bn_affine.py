@@ -227,13 +227,16 @@ FILL_INITS = {"cs": np.array([6], np.int64), "c61": np.array([6, 1], np.int64), 
               "mu": np.arange(6, dtype=np.float32)}
 
 
-def test_bn_fill_params_stores_them(rng: np.random.Generator) -> None:
-    m = check(from_text(FILL_PARAMS, FILL_INITS), ["fuse-bn-fill-params"], {"fuse-bn-fill-params": 1},
-              {"BatchNormalization": 1}, level="aggressive")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bn_fill_params_stores_them(dtype: type) -> None:
+    text = FILL_PARAMS.replace("float[N", f"{_t(dtype)}[N")
+    m = make(text, {**FILL_INITS, "mu": FILL_INITS["mu"].astype(dtype)}, dtype)
+    m = check(m, ["fuse-bn-fill-params"], {"fuse-bn-fill-params": 1}, {"BatchNormalization": 1}, level="aggressive",
+              dtype=dtype)
     (bn,) = list(m.graph)
     assert bn.input(1) is bn.input(4)  # one chain read as two parameters stays one tensor
     assert bn.input(3).name == "mu"
-    np.testing.assert_array_equal(bn.input(2).const.numpy(), np.full(6, 0.25, np.float32))
+    np.testing.assert_array_equal(bn.input(2).const.numpy(), np.full(6, 0.25, dtype))
 
 
 def test_bn_fill_params_only_at_the_aggressive_level() -> None:

@@ -17,8 +17,6 @@ Nothing here changes the graph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ...ir.core import Node, Value
@@ -34,18 +32,35 @@ _STD = ("", "ai.onnx")
 _FLOATS = (DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE)
 
 
-@dataclass(frozen=True)
 class Known:
     """A constant value: ``base`` broadcast to ``shape``, of ONNX element type ``dtype``.
 
     ``stored`` is True when the value itself is a stored constant (an initializer the caller cannot override, or
-    a Constant node's output): a rewrite that replaces it frees its bytes. ``base`` must not be modified.
+    a Constant node's output): a rewrite that replaces it frees its bytes. A stored value is decoded only when a
+    rule reads ``base`` (shape, type and the stored flag come from the tensor's header). ``base`` must not be
+    modified.
     """
 
-    base: np.ndarray
-    shape: tuple[int, ...]
-    dtype: int
-    stored: bool = False
+    __slots__ = ("shape", "dtype", "stored", "_base", "_tensor")
+
+    def __init__(self, base: np.ndarray | None, shape: tuple[int, ...], dtype: int, stored: bool = False, *,
+                 tensor: Tensor | None = None):
+        assert base is not None or tensor is not None
+        self.shape = shape
+        self.dtype = dtype
+        self.stored = stored
+        self._base = base
+        self._tensor = tensor
+
+    @property
+    def base(self) -> np.ndarray:
+        if self._base is None:
+            assert self._tensor is not None
+            self._base = np.asarray(self._tensor.numpy())
+        return self._base
+
+    def __repr__(self) -> str:
+        return f"Known(shape={list(self.shape)}, dtype={self.dtype}, stored={self.stored})"
 
     @property
     def size(self) -> int:
@@ -53,7 +68,9 @@ class Known:
 
     @property
     def is_fill(self) -> bool:
-        """Every element is equal (an empty value counts as a fill of its base)."""
+        """Every element is the same number (the base has one element)."""
+        if self._base is None and self._tensor is not None:
+            return self._tensor.size == 1
         return self.base.size == 1
 
     @property
@@ -89,7 +106,7 @@ def _known(v: Value, opset: int, cap: int, depth: int) -> Known | Fail:
             return Fail(f"{describe_value(v)} is a sparse constant")
         if t.size > cap:
             return Fail(f"{describe_value(v)} has {t.size} elements, more than the {cap} a rule may read")
-        return Known(t.numpy(), tuple(int(d) for d in t.shape), t.dtype, stored=True)
+        return Known(None, tuple(int(d) for d in t.shape), t.dtype, stored=True, tensor=t)
     p = v.producer
     if p is None:
         return Fail(f"{describe_value(v)} is a graph input, not a known constant")

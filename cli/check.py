@@ -7,16 +7,14 @@ import sys
 import click
 
 from graphopt.errors import EXIT_OK
-from graphopt.pipeline import build_config
 from graphopt.report import Report
 
 from .common import State, common_options, handle_errors, setup_logging
 from .optimize import (
     Job,
-    _check_pipeline,
-    _split,
     finish,
     human_console,
+    make_config,
     make_validate_options,
     pipeline_options,
     report_options,
@@ -57,10 +55,8 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, preset: str | 
     if "-" in models and len(models) > 1:
         raise click.UsageError("stdin ('-') can only be read as the only model")
     st = State(verbose, quiet, debug, model_to_stdout=report_json == "-")
-    cfg = build_config(preset=preset, passes=_split(passes) if passes else None, skip=_split(skip),
-                       sets=list(sets), max_rounds=max_rounds, strict=strict, config_path=config_path)
-    cfg.verify_each = verify_each
-    _check_pipeline(cfg)
+    cfg = make_config(preset=preset, passes=passes, skip=skip, sets=sets, max_rounds=max_rounds, strict=strict,
+                      config_path=config_path, verify_each=verify_each)
     vopts = make_validate_options(seed=seed, dims=dims, trials=trials, inputs_npz=inputs_npz, rtol=rtol, atol=atol,
                                   bench_runs=bench_runs, threads=threads, ort_level=ort_level)
     stdin_data = sys.stdin.buffer.read() if models == ("-",) else None

@@ -507,10 +507,8 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
         raise UsageError("stdout carries the model (-o -): write the JSON report to a file",
                          hint="use --report-json FILE")
     st = State(verbose, quiet, debug, model_to_stdout=to_stdout or report_json == "-")
-    cfg = build_config(preset=preset, passes=_split(passes) if passes else None, skip=_split(skip),
-                       sets=list(sets), max_rounds=max_rounds, strict=strict, config_path=config_path)
-    cfg.verify_each = verify_each
-    _check_pipeline(cfg)
+    cfg = make_config(preset=preset, passes=passes, skip=skip, sets=sets, max_rounds=max_rounds, strict=strict,
+                      config_path=config_path, verify_each=verify_each)
     vopts = make_validate_options(seed=seed, dims=dims, trials=trials, inputs_npz=inputs_npz, rtol=rtol, atol=atol,
                                   bench_runs=bench_runs, threads=threads, ort_level=ort_level)
     if out_dir is not None:
@@ -532,6 +530,18 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
         sys.exit(code)
 
 
+def make_config(*, preset: str | None, passes: tuple[str, ...], skip: tuple[str, ...], sets: tuple[str, ...],
+                max_rounds: int | None, strict: bool | None, config_path: str | None,
+                verify_each: bool) -> PipelineConfig:
+    """The pipeline configuration from the shared pipeline flags (config file and pyproject.toml included),
+    checked against the registry up front so that a typo is a usage error before any model is read."""
+    cfg = build_config(preset=preset, passes=_split(passes) if passes else None, skip=_split(skip),
+                       sets=list(sets), max_rounds=max_rounds, strict=strict, config_path=config_path)
+    cfg.verify_each = verify_each
+    _check_pipeline(cfg)
+    return cfg
+
+
 def _check_pipeline(cfg: PipelineConfig) -> None:
     """Resolve the pipeline once up front, so that a bad pass name or option is one usage error (exit 2), not an
     error per model."""
@@ -549,5 +559,5 @@ def _check_pipeline(cfg: PipelineConfig) -> None:
         lg.setLevel(level)
 
 
-__all__ = ["Job", "finish", "human_console", "make_validate_options",
+__all__ = ["Job", "finish", "human_console", "make_config", "make_validate_options",
            "optimize_cmd", "pipeline_options", "report_options", "run_job", "run_jobs", "validation_options"]

@@ -83,3 +83,14 @@ def const_ints(t: Tensor | None) -> list[int] | None:
     if t is None:
         return None
     return [int(v) for v in np.asarray(t.numpy()).reshape(-1)]
+
+
+def conv_bias(m: Any, channels: int) -> np.ndarray | Fail:
+    """The matched conv's constant bias `b` as float64 (zeros when the conv has none), or a Fail when its shape is
+    not [channels]."""
+    if "b" not in m.values:
+        return np.zeros(channels)
+    bt = m.tensor("b")
+    if tuple(bt.shape) != (channels,):
+        return Fail(f"the conv bias has shape {list(bt.shape)}, expected [{channels}]")
+    return np.asarray(bt.numpy(), dtype=np.float64)

@@ -15,13 +15,12 @@ tensor). Folded numbers are computed in float64 and rounded once to the weight's
 
 from __future__ import annotations
 
-import numpy as np
 
 from ...ir.builder import Builder
 from ...ir.core import Value
 from ..pattern import Const, Fail, Match, Opt, Pat, Var, describe
 from ..rule import RewriteContext, Rule, float_fail, shared_fail, to_dtype
-from .common import conv_out_channels, copy_attrs, per_channel, scale_out_channels
+from .common import conv_bias, conv_out_channels, copy_attrs, per_channel, scale_out_channels
 
 _CONVS = ("Conv", "ConvTranspose")
 
@@ -51,12 +50,9 @@ class _ConvAffine(Rule):
         vec = per_channel(c, len(w.shape), ch, "the constant")
         if isinstance(vec, Fail):
             return vec
-        bias = np.zeros(ch)
-        if "b" in m.values:
-            bt = m.tensor("b")
-            if tuple(bt.shape) != (ch,):
-                return Fail(f"the conv bias has shape {list(bt.shape)}, expected [{ch}]")
-            bias = np.asarray(bt.numpy(), dtype=np.float64)
+        bias = conv_bias(m, ch)
+        if isinstance(bias, Fail):
+            return bias
         if self.op == "Add":
             m.data["b"] = to_dtype(bias + vec, w)
         else:

@@ -27,7 +27,7 @@ from ...ir.builder import Builder
 from ...ir.core import Value
 from ..pattern import Const, Fail, Match, Opt, Pat, Var, describe
 from ..rule import RewriteContext, Rule, float_fail, shared_fail, to_dtype
-from .common import conv_out_channels, copy_attrs, scale_out_channels
+from .common import conv_bias, conv_out_channels, copy_attrs, scale_out_channels
 
 
 def _bn_pattern(op: str) -> Pat:
@@ -71,12 +71,9 @@ class FuseConvBatchNorm(Rule):
             if f is not None:
                 return f
             params[k] = np.asarray(t.numpy(), dtype=np.float64)
-        bias = np.zeros(ch)
-        if "b" in m.values:
-            bt = m.tensor("b")
-            if tuple(bt.shape) != (ch,):
-                return Fail(f"the conv bias has shape {list(bt.shape)}, expected [{ch}]")
-            bias = np.asarray(bt.numpy(), dtype=np.float64)
+        bias = conv_bias(m, ch)
+        if isinstance(bias, Fail):
+            return bias
         eps = float(bn.attr("epsilon", 1e-5))
         s = params["scale"] / np.sqrt(params["var"] + eps)
         m.data["w"] = to_dtype(scale_out_channels(self.conv_op, w.numpy(), s, group), w)

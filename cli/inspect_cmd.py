@@ -10,20 +10,11 @@ from rich.table import Table
 
 from graphopt.jit import init
 from graphopt.pipeline import PipelineConfig
+from graphopt.report import fmt_bytes
 from graphopt.summary import summarize
 
 from .common import State, common_options, handle_errors, setup_logging
 from .io import read_model
-
-
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
 
 
 @click.command("inspect")
@@ -54,17 +45,17 @@ def inspect_cmd(input: str, as_json: bool, no_symbols: bool, verbose: int, quiet
         click.echo(json.dumps(info, indent=2, default=str))
         return
     c = st.out
-    c.print(f"[bold]{'<stdin>' if input == '-' else input}[/]  {_fmt_bytes(info['file_bytes'])}")
+    c.print(f"[bold]{'<stdin>' if input == '-' else input}[/]  {fmt_bytes(info['file_bytes'])}")
     c.print(f"ir_version {info['ir_version']}  opsets "
             + ", ".join(f"{d} {v}" for d, v in info["opsets"].items())
             + (f"  producer {info['producer']}" if info["producer"] else ""))
     c.print(f"nodes {info['nodes']} ({info['nodes_top_level']} top level, {info['subgraphs']} subgraphs)  "
             f"functions {info['functions']}  initializers {info['initializers']}  "
-            f"parameters {info['parameters']:,} ({_fmt_bytes(info['parameter_bytes'])})")
+            f"parameters {info['parameters']:,} ({fmt_bytes(info['parameter_bytes'])})")
     ext = info["external_data"]
     if ext["tensors"]:
         c.print(f"external data: {ext['tensors']} tensors in " +
-                ", ".join(f"{f} ({_fmt_bytes(b)})" for f, b in ext["files"].items()))
+                ", ".join(f"{f} ({fmt_bytes(b)})" for f, b in ext["files"].items()))
     io = Table(title="interface", show_header=True)
     io.add_column("")
     io.add_column("name")

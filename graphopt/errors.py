@@ -187,3 +187,33 @@ class InternalError(GraphoptError):
     exit_code = EXIT_INTERNAL
     kind = "internal"
     default_hint = "this is a bug in graphopt; rerun with --debug and report the traceback"
+
+
+def os_error(e: OSError, path: str | None, *, writing: bool) -> GraphoptError:
+    """The graphopt error for an OS error met while reading a model (`writing` False) or writing a result."""
+    import errno
+
+    where = f"{path}: " if path else ""
+    code = e.errno
+    if writing or code == errno.ENOSPC:
+        if code == errno.ENOSPC:
+            return OutputError(f"{where}no space left on the device", path=path,
+                               hint="free some disk space (temporary files too) or write to another disk")
+        if code in (errno.EACCES, errno.EPERM):
+            return OutputError(f"{where}permission denied", path=path,
+                               hint="choose an output folder you can write to")
+        if code == errno.EROFS:
+            return OutputError(f"{where}read-only file system", path=path)
+        if code == errno.ENOENT:
+            return OutputError(f"{where}the output folder does not exist", path=path,
+                               hint="create the folder first")
+        if code == errno.EISDIR:
+            return OutputError(f"{where}is a directory", path=path, hint="give a file name for the output")
+        return OutputError(f"{where}cannot write: {e.strerror or e}", path=path)
+    if isinstance(e, FileNotFoundError) or code == errno.ENOENT:
+        return ModelNotFoundError(f"{where}no such file", path=path)
+    if isinstance(e, PermissionError) or code in (errno.EACCES, errno.EPERM):
+        return ModelReadError(f"{where}permission denied", path=path, hint="check the file's permissions")
+    if isinstance(e, IsADirectoryError) or code == errno.EISDIR:
+        return ModelReadError(f"{where}is a directory, not a model file", path=path)
+    return ModelReadError(f"{where}cannot read: {e.strerror or e}", path=path)

@@ -17,7 +17,6 @@ import gc
 import math
 import os
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -27,14 +26,14 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from ..errors import (
+    GraphoptError,
     ExternalDataError,
     InvalidModelError,
     ModelDecodeError,
-    ModelNotFoundError,
-    ModelReadError,
     NotOnnxError,
     OutputError,
     UnsupportedModelError,
+    os_error,
 )
 from .core import _UNSET, Attr, AttrType, Graph, IRError, Model, Node, Value
 from .shapes import MapType, OpaqueType, OptionalType, SequenceType, SparseTensorType, TensorType, Type
@@ -55,23 +54,14 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
     """Read a model file, turning OS errors into graphopt errors that name the file."""
     p = os.fspath(path)
     try:
-        if os.path.isdir(p):
-            raise ModelReadError(f"{p}: is a directory, not a model file", path=p)
         with open(p, "rb") as f:
             return f.read()
-    except FileNotFoundError as e:
-        raise ModelNotFoundError(f"{p}: no such file", path=p) from e
-    except PermissionError as e:
-        raise ModelReadError(f"{p}: permission denied", path=p,
-                             hint="check the file's permissions") from e
-    except IsADirectoryError as e:
-        raise ModelReadError(f"{p}: is a directory, not a model file", path=p) from e
     except MemoryError as e:
         from ..errors import ResourceError
 
         raise ResourceError(f"{p}: out of memory while reading the model", path=p) from e
     except OSError as e:
-        raise ModelReadError(f"{p}: cannot read: {e.strerror or e}", path=p) from e
+        raise os_error(e, p, writing=False) from e
 
 
 def load(path: str | os.PathLike[str]) -> Model:
@@ -1193,23 +1183,8 @@ def _umask() -> int:
     return m
 
 
-def _output_error(e: OSError, path: str) -> OutputError:
-    import errno
-
-    if e.errno == errno.ENOSPC:
-        return OutputError(f"{path}: no space left on the device", path=path,
-                           hint="free some disk space or write to another disk")
-    if e.errno in (errno.EACCES, errno.EPERM):
-        return OutputError(f"{path}: permission denied", path=path,
-                           hint="choose an output folder you can write to")
-    if e.errno == errno.EROFS:
-        return OutputError(f"{path}: read-only file system", path=path)
-    if e.errno == errno.ENOENT:
-        return OutputError(f"{path}: the output folder does not exist", path=path,
-                           hint="create the folder first")
-    if e.errno == errno.EISDIR:
-        return OutputError(f"{path}: is a directory", path=path, hint="give a file name for the output")
-    return OutputError(f"{path}: cannot write: {e.strerror or e}", path=path)
+def _output_error(e: OSError, path: str) -> GraphoptError:
+    return os_error(e, path, writing=True)
 
 
 def _write_external(model: Model, ext: list[Tensor], big: list[Tensor], path: str, target_dir: str,

@@ -13,7 +13,6 @@ things (a missing file at load is a bad input; at save it is an output problem).
 from __future__ import annotations
 
 import contextlib
-import errno
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +23,12 @@ from ..errors import (
     InternalError,
     InvalidModelError,
     ModelDecodeError,
-    ModelNotFoundError,
-    ModelReadError,
     OutputError,
     ResourceError,
     RuntimeUnavailable,
     ShapeInferenceError,
     UnsupportedModelError,
+    os_error,
 )
 
 STAGES = ("load", "save", "check", "pass", "validate", "cli", "infer")
@@ -120,29 +118,7 @@ def _where(t: TranslateContext) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 def _os_error(e: BaseException, t: TranslateContext) -> GraphoptError:
     assert isinstance(e, OSError)
-    fname = getattr(e, "filename", None) or t.path
-    where = f"{fname}: " if fname else ""
-    if t.stage == "save":
-        if e.errno == errno.ENOSPC:
-            return OutputError(f"{where}no space left on the device", hint="free disk space or write elsewhere")
-        if e.errno in (errno.EACCES, errno.EPERM):
-            return OutputError(f"{where}permission denied", hint="choose an output folder you can write to")
-        if e.errno == errno.EISDIR:
-            return OutputError(f"{where}is a directory", hint="give a file name for the output")
-        if e.errno == errno.ENOENT:
-            return OutputError(f"{where}the output folder does not exist", hint="create the folder first")
-        if e.errno == errno.EROFS:
-            return OutputError(f"{where}read-only file system")
-        return OutputError(f"{where}cannot write: {e.strerror or e}")
-    if isinstance(e, FileNotFoundError) or e.errno == errno.ENOENT:
-        return ModelNotFoundError(f"{where}no such file")
-    if isinstance(e, PermissionError) or e.errno in (errno.EACCES, errno.EPERM):
-        return ModelReadError(f"{where}permission denied", hint="check the file's permissions")
-    if isinstance(e, IsADirectoryError) or e.errno == errno.EISDIR:
-        return ModelReadError(f"{where}is a directory, not a model file")
-    if e.errno == errno.ENOSPC:
-        return OutputError(f"{where}no space left on the device", hint="free disk space (temporary files too)")
-    return ModelReadError(f"{where}I/O error: {e.strerror or e}")
+    return os_error(e, getattr(e, "filename", None) or t.path, writing=t.stage == "save")
 
 
 def _decode_error(e: BaseException, t: TranslateContext) -> GraphoptError:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..ir.builder import add_constant
+from ..ir.constants import constant_value
 from ..ir.core import Graph, Model, Node, Value
 from .base import Pass, PassResult, option
 from .cse import FunctionPurity, KeyMaker
@@ -34,21 +35,7 @@ log = logging.getLogger(__name__)
 def const_scalar(v: Value | None) -> Any:
     """The single element of a constant value (initializer that cannot be overridden, or Constant node output),
     as a Python scalar; None when `v` is not such a constant of exactly one element."""
-    if v is None:
-        return None
-    t = None
-    if v.is_constant():
-        t = v.const
-    else:
-        p = v.producer
-        if p is not None and p.op_type == "Constant" and p.domain in ("", "ai.onnx"):
-            if p.has_attr("value"):
-                t = p.attr("value")
-            elif p.has_attr("value_int"):
-                return int(p.attr("value_int"))
-            elif p.has_attr("value_ints"):
-                vals = p.attr("value_ints")
-                return int(vals[0]) if len(vals) == 1 else None
+    t = constant_value(v)
     if t is None or t.is_sparse or t.size != 1:
         return None
     return t.numpy().reshape(-1)[0].item()

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..ir.builder import add_constant
-from ..ir.core import AttrType, Graph, Model, Node, Value
+from ..ir.constants import constant_tensor
+from ..ir.core import Graph, Model, Node, Value
 from ..ir.shapes import TensorType
 from ..ir.tensors import DataType, Tensor, bits_of
 from .base import Pass, PassResult, option
@@ -71,32 +72,6 @@ _BOOL_OUT = frozenset({"And", "Or", "Xor", "Not", "Equal", "Less", "Greater", "L
                        "IsNaN", "IsInf"})
 
 _SMALL_VALUES = 1024  # elements of a shape-like input read to estimate an output size
-
-
-def constant_tensor(node: Node) -> Tensor | None:
-    """The tensor a Constant node produces, or None when it is sparse or unreadable (left as it is)."""
-    attrs = node.attrs
-    if len(attrs) != 1:
-        return None
-    a = next(iter(attrs.values()))
-    if a.ref_attr_name:
-        return None
-    v = a.value
-    if a.name == "value" and a.type == AttrType.TENSOR and isinstance(v, Tensor) and not v.is_sparse:
-        return v
-    if a.name == "value_float":
-        return Tensor.from_numpy(np.array(v, dtype=np.float32))
-    if a.name == "value_floats":
-        return Tensor.from_numpy(np.array(v, dtype=np.float32).reshape(-1))
-    if a.name == "value_int":
-        return Tensor.from_numpy(np.array(v, dtype=np.int64))
-    if a.name == "value_ints":
-        return Tensor.from_numpy(np.array(v, dtype=np.int64).reshape(-1))
-    if a.name == "value_string":
-        return Tensor.from_numpy(np.array(v, dtype=object), DataType.STRING)
-    if a.name == "value_strings":
-        return Tensor.from_numpy(np.array(list(v), dtype=object).reshape(-1), DataType.STRING)
-    return None
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ..ir.constants import constant_value
 from ..ir.core import Node, Value
 from ..ir.tensors import DataType
 from .base import Pass, PassResult
-from .fold import constant_tensor
 
 if TYPE_CHECKING:
     from ..ir.core import Model
@@ -87,14 +87,7 @@ class EliminateNoops(Pass):
 # ----------------------------------------------------------------------------------------------------------------
 def _const(v: Value | None) -> np.ndarray | None:
     """The numbers of a small constant (a non-overridable initializer or a Constant node's output), else None."""
-    if v is None:
-        return None
-    if v.is_constant():
-        t = v.const
-    elif v.producer is not None and v.producer.op_type == "Constant" and v.producer.domain in ("", "ai.onnx"):
-        t = constant_tensor(v.producer)
-    else:
-        return None
+    t = constant_value(v)
     if t is None or t.is_sparse or t.size > _MAX_CONST:
         return None
     return np.asarray(t.numpy())
@@ -152,10 +145,9 @@ def _dtype(v: Value | None, ctx: JitContext) -> int | None:
     c = v.const
     if c is not None:
         return int(c.dtype)
-    if v.producer is not None and v.producer.op_type == "Constant":
-        t = constant_tensor(v.producer)
-        if t is not None:
-            return int(t.dtype)
+    t = constant_value(v)
+    if t is not None:
+        return int(t.dtype)
     dtype_of = getattr(ctx.symbols, "dtype_of", None)
     d = dtype_of(v) if dtype_of is not None else None
     return int(d) if d else None

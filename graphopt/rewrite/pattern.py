@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ir.constants import constant_value
 from ..ir.core import Node, Value
 from ..ir.tensors import Tensor
 
@@ -65,25 +66,7 @@ def describe_value(v: Value) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # Constants
 # ----------------------------------------------------------------------------------------------------------------
-def const_tensor(v: Value | None) -> Tensor | None:
-    """The tensor a value always holds, or None: a non-overridable initializer, or a Constant node's output."""
-    if v is None:
-        return None
-    if v.is_constant():
-        return v.const
-    p = v.producer
-    if p is None or p.op_type != "Constant" or p.domain not in ("", "ai.onnx"):
-        return None
-    attrs = p.attrs
-    if "value" in attrs:
-        t = attrs["value"].value
-        return t if isinstance(t, Tensor) and not t.is_sparse else None
-    # the scalar and list forms (opset 12+)
-    for key, dt in (("value_float", np.float32), ("value_floats", np.float32), ("value_int", np.int64),
-                    ("value_ints", np.int64)):
-        if key in attrs:
-            return Tensor.from_numpy(np.asarray(attrs[key].value, dtype=dt))
-    return None
+const_tensor = constant_value  # the tensor a value always holds (see graphopt.ir.constants)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -8,17 +8,15 @@ import click
 
 from graphopt.errors import EXIT_OK
 from graphopt.report import Report
+from graphopt.runner import Job
 
 from .common import State, common_options, handle_errors, setup_logging
-from .optimize import (
-    Job,
-    finish,
-    human_console,
+from .fanout import finish, human_console, run_jobs
+from .options import (
     make_config,
     make_validate_options,
     pipeline_options,
     report_options,
-    run_jobs,
     validation_options,
 )
 
@@ -61,7 +59,7 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, preset: str | 
                                   bench_runs=bench_runs, threads=threads, ort_level=ort_level)
     stdin_data = sys.stdin.buffer.read() if models == ("-",) else None
     job_list = [Job("check", m, cfg, output=None, validate=validate, vopts=vopts, bisect=do_bisect,
-                    fail_if_optimizable=fail_if_optimizable, debug=debug, stdin_data=stdin_data) for m in models]
+                    fail_if_optimizable=fail_if_optimizable, debug=debug, data=stdin_data) for m in models]
     reports = run_jobs(job_list, jobs, st, progress=(not quiet) and st.err.is_terminal)
     report = Report("check", reports)
     code = finish(report, st, human=human_console(st, quiet=quiet, to_stderr=report_json == "-"),

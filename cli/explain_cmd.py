@@ -7,12 +7,12 @@ import json
 import click
 from rich.table import Table
 
+from graphopt.files import read_model
 from graphopt.jit import init
 from graphopt.pipeline import PipelineConfig
 from graphopt.rewrite.driver import explain
 
 from .common import State, common_options, escape, handle_errors, setup_logging
-from .io import read_model
 
 
 @click.command("explain")

@@ -8,13 +8,13 @@ from typing import Any
 import click
 from rich.table import Table
 
+from graphopt.files import read_model
 from graphopt.jit import init
 from graphopt.pipeline import PipelineConfig
 from graphopt.report import fmt_bytes
 from graphopt.summary import summarize
 
 from .common import State, common_options, handle_errors, setup_logging
-from .io import read_model
 
 
 @click.command("inspect")

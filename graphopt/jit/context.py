@@ -21,13 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ir.core import Model, Node
-from .registry import PassRegistry, RuleRegistry, load_plugins
+from .registry import PassRegistry, RuleRegistry, load_plugins, resolve_ref
 from .symbols import SymbolTable
 from .translators import TranslatorRegistry, install_defaults
 
 log = logging.getLogger("graphopt.jit")
 
 STEPS = ("submodule", "translators", "symbols", "pipeline")
+
+# What step 1 registers before any plugin: graphopt's own passes and fusion rules, as a "module:callable" reference.
+BUILTINS = "graphopt.passes:register_builtins"
 
 
 @dataclass
@@ -68,7 +71,7 @@ class JitContext:
     # -- running -----------------------------------------------------------------------------------------------
     def run_pipeline(self, model: Model, *, on_pass: Any = None, passes: list[Any] | None = None) -> Any:
         """Run the configured pipeline (or `passes`) on `model` to a fixed point; returns the PipelineRecord."""
-        from ..passes.base import PassManager
+        from .manager import PassManager
 
         pm = PassManager(self, self.pipeline if passes is None else passes, max_rounds=self.config.max_rounds,
                          strict=self.config.strict, verify_each=self.config.verify_each, on_pass=on_pass)
@@ -100,9 +103,9 @@ def init(model: Model | None = None, config: Any = None, *, plugins: bool = True
     # 1. submodule ------------------------------------------------------------------------------------------------
     t0 = time.perf_counter()
     if builtins:
-        from ..passes import register_builtins
-
-        register_builtins(ctx)
+        # the built-in passes are the first plugin: loaded by reference, like an entry point, so that this layer
+        # never imports the passes package (which imports it)
+        resolve_ref(BUILTINS)(ctx)
     n_builtin = len(ctx.passes)
     loaded: list[str] = []
     if plugins:

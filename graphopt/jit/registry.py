@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..passes.base import Pass
+    from .manager import Pass
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def load_plugins(ctx: Any, entry_points: Iterable[Any] | None = None) -> tuple[l
     An entry point may name a Pass subclass, a list of them, or a callable ``register(ctx)``. A plugin that fails to
     import or to register is reported as a warning naming it; the others still load. Returns (loaded, warnings).
     """
-    from ..passes.base import Pass
+    from .manager import Pass
 
     if entry_points is None:
         from importlib.metadata import entry_points as _eps
@@ -164,3 +164,14 @@ def load_plugins(ctx: Any, entry_points: Iterable[Any] | None = None) -> tuple[l
             warnings.append(msg)
             log.warning(msg)
     return loaded, warnings
+
+
+def resolve_ref(ref: str) -> Any:
+    """The object a ``"package.module:attr"`` reference names (the form entry points use)."""
+    import importlib
+
+    mod_name, _, attr = ref.partition(":")
+    obj: Any = importlib.import_module(mod_name)
+    for part in attr.split(".") if attr else ():
+        obj = getattr(obj, part)
+    return obj

@@ -1,13 +1,15 @@
-"""Reading and writing models for the CLI: files, stdin and stdout, never losing the input."""
+"""Reading and writing model files for a run: files, stdin and stdout, never losing the input.
+
+Writes are atomic (see :func:`graphopt.ir.serde.save`): a temporary file in the target folder, then a rename."""
 
 from __future__ import annotations
 
 import os
 import sys
 
-from graphopt.errors import ModelReadError, OutputError, UsageError
-from graphopt.ir import serde
-from graphopt.ir.core import Model
+from .errors import ModelReadError, OutputError, UsageError
+from .ir import serde
+from .ir.core import Model
 
 
 def read_model(path: str) -> Model:

@@ -6,7 +6,7 @@
 >>> small = graphopt.optimize(onnx.load("model.onnx"))             # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 import logging as _logging
 

@@ -191,7 +191,7 @@ class Report:
         return worst_exit_code(m.exit_code for m in self.models)
 
     def to_dict(self) -> dict[str, Any]:
-        from . import __version__
+        from .version import __version__
 
         by_status: dict[str, int] = {}
         for m in self.models:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from graphopt.errors import EXIT_CODES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,3 +37,18 @@ def test_exit_code_table_matches_the_code() -> None:
     assert {int(k) for k in rows} == set(EXIT_CODES)
     for code, text in EXIT_CODES.items():
         assert rows[str(code)] == text, code
+
+
+def test_python_api_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    block = re.search(r"### Python API.*?```python\n(.*?)\n```", README, flags=re.S)
+    assert block, "README has no Python API example"
+    shutil.copytree(ROOT / "samples", tmp_path / "samples", ignore=shutil.ignore_patterns("*.opt.onnx"))
+    monkeypatch.chdir(tmp_path)
+    printed: list[str] = []
+    exec(compile(block.group(1), "README.md", "exec"), {"print": lambda *a: printed.append(" ".join(map(str, a)))})
+    assert (tmp_path / "cnn.small.onnx").is_file()
+    assert printed[0] == "0 25 -> 11 passed"
+    assert printed[1].startswith("optimizable graphopt would still change the model")
+    assert printed[2].endswith(" passed") and int(printed[2].split()[0]) < 85

@@ -32,7 +32,7 @@ from .options import (
 @handle_errors
 def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, preset: str | None, passes: tuple[str, ...],
               skip: tuple[str, ...], sets: tuple[str, ...], config_path: str | None, max_rounds: int | None,
-              strict: bool | None, verify_each: bool, validate: bool, seed: int, dims: tuple[str, ...],
+              strict: bool | None, verify_each: bool, no_check: bool, validate: bool, seed: int, dims: tuple[str, ...],
               trials: int, inputs_npz: str | None, rtol: float | None, atol: float | None, bench_runs: int,
               threads: int, ort_level: str, do_bisect: bool, report_json: str | None, report_md: str | None,
               jobs: int, verbose: int, quiet: bool, debug: bool) -> None:
@@ -59,7 +59,7 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, preset: str | 
                                   bench_runs=bench_runs, threads=threads, ort_level=ort_level)
     stdin_data = sys.stdin.buffer.read() if models == ("-",) else None
     job_list = [Job("check", m, cfg, output=None, validate=validate, vopts=vopts, bisect=do_bisect,
-                    fail_if_optimizable=fail_if_optimizable, debug=debug, data=stdin_data) for m in models]
+                    fail_if_optimizable=fail_if_optimizable, check=not no_check, debug=debug, data=stdin_data) for m in models]
     reports = run_jobs(job_list, jobs, st, progress=(not quiet) and st.err.is_terminal)
     report = Report("check", reports)
     code = finish(report, st, human=human_console(st, quiet=quiet, to_stderr=report_json == "-"),

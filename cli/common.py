@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -17,7 +18,14 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
-from graphopt.errors import EXIT_INTERNAL, GraphoptError, UsageError
+from graphopt.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    GraphoptError,
+    Interrupted,
+    UsageError,
+)
 from graphopt.jit.translators import TranslatorRegistry, install_defaults
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,6 +92,7 @@ def handle_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         debug = bool(kwargs.get("debug")) or os.environ.get("GRAPHOPT_DEBUG") == "1"
+        install_signal_handlers()
         try:
             return fn(*args, **kwargs)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -91,9 +100,13 @@ def handle_errors(fn: F) -> F:
         except GraphoptError as e:
             print_error(e, debug=debug)
             sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            Console(stderr=True).print("[red]interrupted[/]")
-            sys.exit(130)
+        except KeyboardInterrupt as e:
+            code = e.exit_code if isinstance(e, Interrupted) else EXIT_INTERRUPTED
+            what = "terminated" if code == EXIT_TERMINATED else "interrupted"
+            Console(stderr=True, highlight=False).print(
+                f"[bold red]error:[/] {what}: graphopt stopped; no partial output or temporary file was left, the "
+                "input is untouched")
+            sys.exit(code)
         except BrokenPipeError:
             # a closed pipe downstream (e.g. `graphopt ... | head`): quiet exit, as Unix tools do
             try:
@@ -111,6 +124,18 @@ def handle_errors(fn: F) -> F:
             sys.exit(err.exit_code)
 
     return wrapper  # type: ignore[return-value]
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM (what CI systems, timeouts and service managers send) stops graphopt as Ctrl-C does: the running
+    pass is rolled back, temporary files are deleted, the input is untouched, and the exit code says which signal
+    (130 for SIGINT, 143 for SIGTERM)."""
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def usage(msg: str, hint: str = "") -> UsageError:

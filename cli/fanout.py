@@ -4,8 +4,10 @@ report and writing --report-json / --report-md; the exit code."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
+import signal
 from typing import Any
 
 import click
@@ -14,6 +16,7 @@ from rich.console import Console
 from graphopt.errors import (
     EXIT_OUTPUT,
     GraphoptError,
+    Interrupted,
     OutputError,
 )
 from graphopt.report import ModelReport, Report, render, render_model, to_markdown
@@ -22,8 +25,31 @@ from graphopt.runner import Job, run_job, set_error
 from .common import State, escape, print_error, setup_logging
 
 
+class _Worker:
+    """A worker process's state: whether a job is running. SIGINT/SIGTERM stop a running job the way they stop the
+    main process (rollback, temporary files deleted); an idle worker just exits."""
+
+    running = False
+
+    @classmethod
+    def on_signal(cls, signum: int, _frame: Any) -> None:
+        if cls.running:
+            raise Interrupted(signum)
+        os._exit(128 + signum)
+
+
 def _worker_init(verbose: int, quiet: bool) -> None:
     setup_logging(verbose, quiet)
+    signal.signal(signal.SIGTERM, _Worker.on_signal)
+    signal.signal(signal.SIGINT, _Worker.on_signal)
+
+
+def _worker_run(job: Job) -> ModelReport:
+    _Worker.running = True
+    try:
+        return run_job(job)
+    finally:
+        _Worker.running = False
 
 
 class Steps:
@@ -89,19 +115,29 @@ def run_jobs(jobs: list[Job], n_workers: int, st: State, *, progress: bool) -> l
     try:
         with cf.ProcessPoolExecutor(max_workers=min(n_workers, len(jobs)), mp_context=mp,
                                     initializer=_worker_init, initargs=(st.verbose, st.quiet)) as ex:
-            futs = {ex.submit(run_job, job): i for i, job in enumerate(jobs)}
-            for fut in cf.as_completed(futs):
-                i = futs[fut]
-                try:
-                    reports[i] = fut.result()
-                except cf.process.BrokenProcessPool as e:
-                    rep = ModelReport(input=jobs[i].input, output=jobs[i].output)
-                    set_error(rep, GraphoptError(
-                        f"{jobs[i].input}: the worker process died (killed for lack of memory?)",
-                        hint="rerun this model alone, with -j 1"), jobs[i].debug, cause=e)
-                    reports[i] = rep
-                if bar is not None:
-                    bar.advance(task)
+            futs = {ex.submit(_worker_run, job): i for i, job in enumerate(jobs)}
+            try:
+                for fut in cf.as_completed(futs):
+                    i = futs[fut]
+                    try:
+                        reports[i] = fut.result()
+                    except cf.process.BrokenProcessPool as e:
+                        rep = ModelReport(input=jobs[i].input, output=jobs[i].output)
+                        set_error(rep, GraphoptError(
+                            f"{jobs[i].input}: the worker process died (killed for lack of memory?)",
+                            hint="rerun this model alone, with -j 1"), jobs[i].debug, cause=e)
+                        reports[i] = rep
+                    if bar is not None:
+                        bar.advance(task)
+            except KeyboardInterrupt:
+                # stop the workers the way this process was stopped (each rolls back and deletes its temporary
+                # files), before the pool's exit waits for them
+                for f in futs:
+                    f.cancel()
+                for proc in list((getattr(ex, "_processes", None) or {}).values()):
+                    with contextlib.suppress(OSError, ValueError):
+                        proc.terminate()
+                raise
     finally:
         if bar is not None:
             bar.stop()

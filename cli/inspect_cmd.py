@@ -8,11 +8,13 @@ from typing import Any
 import click
 from rich.table import Table
 
+from graphopt.errors import GraphoptError, InvalidModelError
 from graphopt.files import read_model
 from graphopt.jit import init
 from graphopt.pipeline import PipelineConfig
 from graphopt.report import fmt_bytes
 from graphopt.summary import summarize
+from graphopt.validate.gate import check_input
 
 from .common import State, common_options, handle_errors, setup_logging
 
@@ -21,9 +23,12 @@ from .common import State, common_options, handle_errors, setup_logging
 @click.argument("input", metavar="IN")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--no-symbols", is_flag=True, help="Skip symbolic shape inference.")
+@click.option("--no-check", "no_check", is_flag=True,
+              help="Skip onnx's checker in the validity checks (graphopt's structural checks always run).")
 @common_options
 @handle_errors
-def inspect_cmd(input: str, as_json: bool, no_symbols: bool, verbose: int, quiet: bool, debug: bool) -> None:
+def inspect_cmd(input: str, as_json: bool, no_symbols: bool, no_check: bool, verbose: int, quiet: bool,
+                debug: bool) -> None:
     """Summarize a model: versions, interface, op histogram, parameters, external data, symbols.
 
     \b
@@ -35,15 +40,35 @@ def inspect_cmd(input: str, as_json: bool, no_symbols: bool, verbose: int, quiet
     st = State(verbose, quiet, debug)
     setup_logging(verbose, quiet)
     model = read_model(input)
+    name = "<stdin>" if input == "-" else input
     info: dict[str, Any] = summarize(model, path=None if input == "-" else input)
     if input == "-":
         info["file_bytes"] = model.meta.get("source_bytes")
-    ctx = init(model, PipelineConfig(passes=[]), infer_symbols=not no_symbols)
-    sym = ctx.symbols.summary() if hasattr(ctx.symbols, "summary") else {}
+    # the same validity gate as optimize and check: an invalid model is summarized as far as possible, then refused
+    invalid: GraphoptError | None = None
+    try:
+        gate = check_input(model, data=model.meta.get("source_data") if input == "-" else None,
+                           path=None if input == "-" else input, checker=not no_check, name=name)
+        info["valid"], info["warnings"] = True, list(gate.warnings)
+    except InvalidModelError as e:
+        invalid = e
+        info["valid"], info["problems"] = False, list(e.details.get("problems", [e.message]))
+    sym: dict[str, Any] = {}
+    if invalid is None:
+        ctx = init(model, PipelineConfig(passes=[]), infer_symbols=not no_symbols)
+        sym = ctx.symbols.summary() if hasattr(ctx.symbols, "summary") else {}
     info["symbols"] = sym
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
+        if invalid is not None:
+            raise invalid
         return
+    _render(st, input, info, sym)
+    if invalid is not None:
+        raise invalid
+
+
+def _render(st: State, input: str, info: dict[str, Any], sym: dict[str, Any]) -> None:
     c = st.out
     c.print(f"[bold]{'<stdin>' if input == '-' else input}[/]  {fmt_bytes(info['file_bytes'])}")
     c.print(f"ir_version {info['ir_version']}  opsets "

@@ -40,7 +40,7 @@ from .options import (
 @handle_errors
 def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | None, in_place: bool,
                  preset: str | None, passes: tuple[str, ...], skip: tuple[str, ...], sets: tuple[str, ...],
-                 config_path: str | None, max_rounds: int | None, strict: bool | None, verify_each: bool,
+                 config_path: str | None, max_rounds: int | None, strict: bool | None, verify_each: bool, no_check: bool,
                  validate: bool, seed: int, dims: tuple[str, ...], trials: int, inputs_npz: str | None,
                  rtol: float | None, atol: float | None, bench_runs: int, threads: int, ort_level: str,
                  do_bisect: bool, report_json: str | None, report_md: str | None, jobs: int,
@@ -68,7 +68,7 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
                                   bench_runs=bench_runs, threads=threads, ort_level=ort_level)
     stdin_data = sys.stdin.buffer.read() if inputs == ("-",) else None
     job_list = [Job("optimize", inp, cfg, output=out, in_place=in_place, validate=validate, vopts=vopts,
-                    bisect=do_bisect, debug=debug, data=stdin_data) for inp, out in zip(inputs, outs)]
+                    bisect=do_bisect, check=not no_check, debug=debug, data=stdin_data) for inp, out in zip(inputs, outs)]
     reports = run_jobs(job_list, jobs, st, progress=(not quiet) and st.err.is_terminal)
     code = finish(Report("optimize", reports), st, human=human_console(st, quiet=quiet, to_stderr=st.model_to_stdout),
                   report_json=report_json, report_md=report_md, verbose=verbose)

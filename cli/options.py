@@ -45,6 +45,9 @@ def pipeline_options(fn: F) -> F:
                      "written), instead of being rolled back / bisected away."),
         click.option("--verify-each", is_flag=True,
                      help="Check IR invariants after every pass (slower; for debugging)."),
+        click.option("--no-check", "no_check", is_flag=True,
+                     help="Skip onnx's checker and strict shape inference in the validity checks of the input and "
+                     "the result (for experts; graphopt's own structural checks always run)."),
     ]):
         fn = deco(fn)
     return fn

@@ -103,7 +103,7 @@ def optimize_file(path: PathLike, output: PathLike | None = None, *, config: Pip
                   options: Mapping[str, Mapping[str, Any]] | None = None, max_rounds: int | None = None,
                   strict: bool | None = None, validate: bool = True,
                   validate_options: ValidateOptions | Mapping[str, Any] | None = None, bisect: bool = True,
-                  in_place: bool = False, raise_on_error: bool = False,
+                  checker: bool = True, in_place: bool = False, raise_on_error: bool = False,
                   on_step: Callable[[str], None] | None = None) -> ModelReport:
     """Optimize the model at `path` and write it to `output` (default: ``<stem>.opt.onnx`` beside it), as
     ``graphopt optimize`` does: validated with onnxruntime unless ``validate=False``, bisected on a mismatch,
@@ -112,11 +112,13 @@ def optimize_file(path: PathLike, output: PathLike | None = None, *, config: Pip
     The pipeline is `config` (a :class:`~graphopt.pipeline.PipelineConfig`), else built from `preset` (default
     O2), `passes`, `skip`, `options` (``{pass: {option: value}}``), `max_rounds` and `strict`; no pyproject.toml is
     read. `validate_options` is a :class:`~graphopt.validate.ValidateOptions` or a dict of its fields.
+    ``checker=False`` (``--no-check``) leaves onnx's checker out of the validity checks of the input and the
+    result; graphopt's own structural checks always run.
     """
     src = os.fspath(path)
     out = os.fspath(output) if output is not None else (src if in_place else default_output(src))
     job = Job("optimize", src, _config(config, preset, passes, skip, options, max_rounds, strict), output=out,
-              in_place=in_place, validate=validate, vopts=_vopts(validate_options), bisect=bisect)
+              in_place=in_place, validate=validate, vopts=_vopts(validate_options), bisect=bisect, check=checker)
     return execute(job, on_step, raise_on_error=raise_on_error).report
 
 
@@ -125,13 +127,13 @@ def check_file(path: PathLike, *, config: PipelineConfig | None = None, preset: 
                options: Mapping[str, Mapping[str, Any]] | None = None, max_rounds: int | None = None,
                strict: bool | None = None, validate: bool = True,
                validate_options: ValidateOptions | Mapping[str, Any] | None = None, bisect: bool = True,
-               fail_if_optimizable: bool = False, raise_on_error: bool = False,
+               checker: bool = True, fail_if_optimizable: bool = False, raise_on_error: bool = False,
                on_step: Callable[[str], None] | None = None) -> ModelReport:
     """Check the model at `path` as ``graphopt check`` does: the validity checks, onnxruntime, the pipeline in
     memory and validation of its result; nothing is written. With `fail_if_optimizable` a model graphopt would
     still change gets exit code 8. Options as for :func:`optimize_file`."""
     job = Job("check", os.fspath(path), _config(config, preset, passes, skip, options, max_rounds, strict),
-              validate=validate, vopts=_vopts(validate_options), bisect=bisect,
+              validate=validate, vopts=_vopts(validate_options), bisect=bisect, check=checker,
               fail_if_optimizable=fail_if_optimizable)
     return execute(job, on_step, raise_on_error=raise_on_error).report
 
@@ -141,7 +143,7 @@ def optimize(model: Model | PathLike | bytes | Any, *, config: PipelineConfig | 
              options: Mapping[str, Mapping[str, Any]] | None = None, max_rounds: int | None = None,
              strict: bool = False, validate: bool = False,
              validate_options: ValidateOptions | Mapping[str, Any] | None = None, bisect: bool = True,
-             return_report: bool = False, raise_on_error: bool | None = None) -> Any:
+             checker: bool = True, return_report: bool = False, raise_on_error: bool | None = None) -> Any:
     """Optimize a model and return it in the caller's terms: an ``onnx.ModelProto`` for a ModelProto, bytes or a
     path; a graphopt :class:`Model` (optimized in place, unless bisection had to rebuild it) for a Model.
 
@@ -155,15 +157,15 @@ def optimize(model: Model | PathLike | bytes | Any, *, config: PipelineConfig | 
     raise_on_error = (not return_report) if raise_on_error is None else raise_on_error
     cfg = _config(config, preset, passes, skip, options, max_rounds, strict)
     vopts = _vopts(validate_options)
+    kw = {"validate": validate, "vopts": vopts, "bisect": bisect, "check": checker}
     if isinstance(model, Model):
-        job = Job("optimize", "<model>", cfg, validate=validate, vopts=vopts, bisect=bisect, model=model)
+        job = Job("optimize", "<model>", cfg, model=model, **kw)  # type: ignore[arg-type]
     elif isinstance(model, onnx.ModelProto):
-        job = Job("optimize", "<model>", cfg, validate=validate, vopts=vopts, bisect=bisect,
-                  data=model.SerializeToString())
+        job = Job("optimize", "<model>", cfg, data=model.SerializeToString(), **kw)  # type: ignore[arg-type]
     elif isinstance(model, (bytes, bytearray, memoryview)):
-        job = Job("optimize", "<bytes>", cfg, validate=validate, vopts=vopts, bisect=bisect, data=bytes(model))
+        job = Job("optimize", "<bytes>", cfg, data=bytes(model), **kw)  # type: ignore[arg-type]
     elif isinstance(model, (str, os.PathLike)):
-        job = Job("optimize", os.fspath(model), cfg, validate=validate, vopts=vopts, bisect=bisect)
+        job = Job("optimize", os.fspath(model), cfg, **kw)  # type: ignore[arg-type]
     else:
         raise TypeError(f"cannot optimize a {type(model).__name__}: give an onnx.ModelProto, a graphopt Model, "
                         "bytes or a path")

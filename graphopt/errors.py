@@ -15,6 +15,8 @@ code  meaning
 6     output error: the result could not be written (permission denied, disk full, ...)
 7     out of memory
 8     ``check --fail-if-optimizable``: the model is valid but graphopt would still change it
+130   interrupted (SIGINT): no partial output, no temporary file left
+143   terminated (SIGTERM): the same
 ====  ===========================================================================================
 """
 
@@ -31,6 +33,8 @@ EXIT_INTERNAL = 5
 EXIT_OUTPUT = 6
 EXIT_OOM = 7
 EXIT_OPTIMIZABLE = 8
+EXIT_INTERRUPTED = 130   # SIGINT (Ctrl-C): 128 + the signal number, as shells report it
+EXIT_TERMINATED = 143    # SIGTERM
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
@@ -43,7 +47,22 @@ EXIT_CODES: dict[int, str] = {
     EXIT_OUTPUT: "the result could not be written (permission denied, disk full, ...)",
     EXIT_OOM: "out of memory",
     EXIT_OPTIMIZABLE: "check --fail-if-optimizable: graphopt would still change the model",
+    EXIT_INTERRUPTED: "interrupted (SIGINT, Ctrl-C): no partial output or temporary file is left",
+    EXIT_TERMINATED: "terminated (SIGTERM): no partial output or temporary file is left",
 }
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived. A KeyboardInterrupt, so that every layer that lets Ctrl-C through (rolling a
+    pass back, deleting temporary files) handles a termination request the same way."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 class GraphoptError(Exception):

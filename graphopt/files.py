@@ -19,7 +19,9 @@ def read_model(path: str) -> Model:
             data = sys.stdin.buffer.read()
         except OSError as e:
             raise ModelReadError(f"<stdin>: cannot read: {e.strerror or e}") from e
-        return serde.loads(data, base_dir=os.getcwd(), path="<stdin>")
+        model = serde.loads(data, base_dir=os.getcwd(), path="<stdin>")
+        model.meta["source_data"] = data  # stdin cannot be read twice: checks that need the bytes find them here
+        return model
     return serde.load(path)
 
 
@@ -44,10 +46,11 @@ def check_output_path(in_path: str, out_path: str, *, in_place: bool) -> None:
                              hint="pass --in-place to replace the input, or choose another -o")
 
 
-def write_model(model: Model, out_path: str, *, in_place: bool = False) -> int:
-    """Write the model (atomically for files); returns the bytes written."""
+def write_model(model: Model, out_path: str, *, in_place: bool = False, data: bytes | None = None) -> int:
+    """Write the model (atomically for files); returns the bytes written. `data`: the model's serialized bytes,
+    when the caller has them (checked, say), reused where the writer would make the same."""
     if out_path == "-":
-        data = serde.dumps(model)
+        data = serde.dumps(model, data)
         try:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
@@ -56,5 +59,5 @@ def write_model(model: Model, out_path: str, *, in_place: bool = False) -> int:
         except OSError as e:
             raise OutputError(f"<stdout>: cannot write: {e.strerror or e}") from e
         return len(data)
-    info = serde.save(model, out_path, in_place_ok=in_place)
+    info = serde.save(model, out_path, in_place_ok=in_place, serialized=data)
     return info.bytes_written

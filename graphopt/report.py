@@ -360,7 +360,8 @@ def render_model(m: ModelReport, console: Any, *, verbose: int = 0) -> None:
               + _pct(m.file_bytes_before, m.file_bytes_after))
     s.add_row("nodes", f"{m.nodes_before} -> {m.nodes_after}" + _pct(m.nodes_before, m.nodes_after))
     to = m.timings_optimize
-    parts = ", ".join(f"{k} {fmt_seconds(to[k])}" for k in ("load", "init", "passes", "save") if k in to)
+    parts = ", ".join(f"{k} {fmt_seconds(to[k])}" for k in ("load", "check", "init", "passes", "verify", "save")
+                      if k in to)
     s.add_row("optimize", f"{fmt_seconds(to.get('total'))} ({parts})" if parts else fmt_seconds(to.get("total")))
     tv = m.timings_validate
     if tv:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     EXIT_INTERNAL,
     GraphoptError,
+    InternalError,
     ModelError,
     OptimizableError,
     ValidationMismatch,
@@ -29,6 +30,7 @@ from .ir.core import Model
 from .pipeline import PipelineConfig
 from .report import ModelReport, op_diff, pass_rows
 from .validate import ModelSource, ValidateOptions, Validator, bisect, optimize_with
+from .validate.gate import Interface, check_input, check_output, interface_of
 
 if TYPE_CHECKING:
     from .jit.context import JitContext
@@ -49,6 +51,7 @@ class Job:
     validate: bool = True
     vopts: ValidateOptions = field(default_factory=ValidateOptions)
     bisect: bool = True
+    check: bool = True                # onnx's checker in the validity gate (--no-check); structure always
     fail_if_optimizable: bool = False
     debug: bool = False
     data: bytes | None = field(default=None, repr=False)   # the input's bytes (stdin, read up front; in-memory)
@@ -122,7 +125,8 @@ def set_error(rep: ModelReport, err: GraphoptError, debug: bool, cause: BaseExce
 def _load(job: Job) -> tuple[Model, ModelSource]:
     if job.model is not None:
         # the original, for onnxruntime and bisection, must be kept before the passes mutate the model
-        return job.model, (ModelSource.of_model(job.model) if job.validate else ModelSource(data=b""))
+        return job.model, (ModelSource.of_model(job.model) if job.validate or job.check
+                           else ModelSource(data=b""))
     if job.data is not None or job.input == "-":
         data = job.data if job.data is not None else sys.stdin.buffer.read()
         model = serde.loads(data, base_dir=os.getcwd(), path=job.display_name)
@@ -141,7 +145,8 @@ def _file_bytes(model: Model, info: dict[str, Any] | None = None) -> int | None:
 
 
 def _run(job: Job, out: Outcome, step: StepFn) -> None:
-    """Load, check, optimize, validate (bisecting on a mismatch), summarize, write; fills `out` as it goes."""
+    """Load, check, optimize, verify, validate (bisecting on a mismatch), summarize, write; fills `out` as it
+    goes. Nothing is written unless every check before it passed."""
     from .summary import summarize
 
     rep = out.report
@@ -150,29 +155,104 @@ def _run(job: Job, out: Outcome, step: StepFn) -> None:
     step(f"loading {rep.input}")
     t0 = time.perf_counter()
     model, source = _load(job)
-    t_load = time.perf_counter() - t0
+    rep.timings_optimize = {"load": time.perf_counter() - t0}
     before = summarize(model)
     rep.file_bytes_before = _file_bytes(model, before)
     rep.nodes_before = before["nodes"]
-    if job.command == "check":
-        step(f"checking {rep.input} with onnx.checker")
-        from .validate import check_model
 
-        check_model(source)
+    step(f"checking {rep.input}")
+    t0 = time.perf_counter()
+    gate = check_input(model, data=source.data, path=source.path, checker=job.check, name=job.path or rep.input)
+    rep.warnings.extend(gate.warnings)
+    interface = interface_of(model)
+    rep.timings_optimize["check"] = time.perf_counter() - t0
 
-    rep.timings_optimize = {"load": t_load}
     _optimize(job, out, model, step)
-    problem = _validate(job, out, source, step) if job.validate else None
+    data = _verify(job, out, source, interface, step)
+    problem = None
+    if job.validate:
+        problem = _validate(job, out, source, step, data)
+        if rep.bisection is not None and out.model is not None and rep.disabled:
+            data = _verify(job, out, source, interface, step)  # bisection rebuilt the model: check it again
     _summarize(out, before)
     if problem is not None:
         raise problem
-    _write(job, out, step)
+    _write(job, out, step, data)
     if job.command == "check" and job.fail_if_optimizable and rep.changed:
         removed = (rep.nodes_before or 0) - (rep.nodes_after or 0)
         raise OptimizableError(
             "graphopt would still change the model"
             + (f" (remove {removed} of {rep.nodes_before} nodes)" if removed > 0 else ""),
             path=job.path)
+
+
+def _verify(job: Job, out: Outcome, source: ModelSource, interface: Interface, step: StepFn) -> bytes | None:
+    """The output gate: the optimized model must pass the checks its input passed and keep its interface. Returns
+    the result's serialized bytes (which validation and the writer reuse), or None when they were not needed. A
+    failure is graphopt's bug: the culprit pass is found, and the run ends with an internal error."""
+    assert out.model is not None
+    rep = out.report
+    step("verifying the optimized model")
+    t0 = time.perf_counter()
+    data = None
+    if job.check or job.validate or job.output is not None:
+        data = _serialize_for_check(out.model)
+    problems = check_output(out.model, interface, data=data, checker=job.check)
+    rep.timings_optimize["verify"] = rep.timings_optimize.get("verify", 0.0) + time.perf_counter() - t0
+    if problems:
+        culprit = _find_culprit(job, source, interface, step)
+        who = f"pass {culprit[0]!r} made it" if culprit else "no single pass made it (the round trip?)"
+        raise InternalError(
+            f"graphopt produced an invalid model ({who}): {problems[0]}"
+            + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""),
+            path=job.path,
+            hint="nothing was written; this is a bug in graphopt: please report the model"
+            + (f"; --skip {culprit[0]} avoids it" if culprit else ""),
+            details={"problems": problems, "culprit": culprit[0] if culprit else None})
+    return data
+
+
+def _serialize_for_check(model: Model) -> bytes | None:
+    """The model's bytes as the writer would make them, or None for a model over protobuf's limit (the writer
+    then moves its tensors to external data, and onnx's checker sees only the file)."""
+    from .ir.serde.write import _PROTO_SOFT_LIMIT, _inline_size_estimate
+
+    if _inline_size_estimate(model) > _PROTO_SOFT_LIMIT:
+        return None
+    return serde.serialize(model)
+
+
+def _find_culprit(job: Job, source: ModelSource, interface: Interface, step: StepFn) -> tuple[str, str] | None:
+    """Re-run the pipeline from the original, checking the model after every pass; the first pass after which the
+    output gate fails is the culprit: (its name, the problem). Only runs when a result failed the gate."""
+    from .jit import init
+    from .jit.manager import PassManager
+
+    step("finding the pass that broke the model")
+
+    class Found(Exception):
+        pass
+
+    last: list[str] = []
+
+    def check(_next: str, _rnd: int) -> None:
+        if last:
+            problems = check_output(model, interface, data=_serialize_for_check(model), checker=job.check)
+            if problems:
+                raise Found(last[-1], problems[0])
+        last.append(_next)
+
+    try:
+        model = source.load() if job.model is None else serde.loads(source.data or b"", base_dir=source.base_dir)
+        ctx = init(model, job.config)
+        pm = PassManager(ctx, ctx.pipeline, max_rounds=job.config.max_rounds, on_pass=check)
+        pm.run(model)
+        check("(end)", 0)
+    except Found as f:
+        return str(f.args[0]), str(f.args[1])
+    except Exception:  # noqa: BLE001 - a diagnosis that fails must not hide the original problem
+        return None
+    return None
 
 
 def _optimize(job: Job, out: Outcome, model: Model, step: StepFn) -> None:
@@ -191,7 +271,7 @@ def _optimize(job: Job, out: Outcome, model: Model, step: StepFn) -> None:
     out.model, out.record, out.ctx = model, record, ctx
 
 
-def _validate(job: Job, out: Outcome, source: ModelSource, step: StepFn) -> GraphoptError | None:
+def _validate(job: Job, out: Outcome, source: ModelSource, step: StepFn, data: bytes | None) -> GraphoptError | None:
     """Compare the optimized model with the original; on a mismatch bisect (the outcome then holds the model
     without the culprits). Returns the error that must stop the run (a mismatch, an invalid model), or None.
     Timed apart: validation is never counted as optimization."""
@@ -200,9 +280,10 @@ def _validate(job: Job, out: Outcome, source: ModelSource, step: StepFn) -> Grap
     problem: GraphoptError | None = None
     tv = time.perf_counter()
     validator = Validator(source, job.vopts, translators=ctx.translators, on_step=step)
-    res = validator.compare(out.model)
-    if job.command == "check" and res.skipped and validator.original_error is not None:
-        # onnxruntime refusing the graph itself (not a missing custom op) makes the model invalid
+    res = validator.compare(out.model if data is None else ModelSource(data=data, base_dir=out.model.base_dir))
+    if res.skipped and validator.original_error is not None:
+        # onnxruntime refusing the graph itself (not a missing custom op or a too-new opset) makes the model
+        # invalid: a check that cannot run is not a pass
         err = ctx.translators.translate(validator.original_error, stage="check", path=job.path)
         if isinstance(err, ModelError):
             problem = err
@@ -257,7 +338,8 @@ def _summarize(out: Outcome, before: dict[str, Any]) -> None:
     rep.symbols = dict(ctx.symbols.summary()) if hasattr(ctx.symbols, "summary") else {}
 
 
-def _write(job: Job, out: Outcome, step: StepFn) -> None:
+def _write(job: Job, out: Outcome, step: StepFn, data: bytes | None) -> None:
+    """Write the result (the bytes the output gate checked, when the model needs no external data planning)."""
     rep = out.report
     t = rep.timings_optimize
     assert out.model is not None and out.ctx is not None
@@ -265,7 +347,7 @@ def _write(job: Job, out: Outcome, step: StepFn) -> None:
         step(f"writing {rep.output}")
         t0 = time.perf_counter()
         with out.ctx.translators.guard("save", path=None if job.output == "-" else job.output):
-            rep.file_bytes_after = write_model(out.model, job.output, in_place=job.in_place)
+            rep.file_bytes_after = write_model(out.model, job.output, in_place=job.in_place, data=data)
         rep.written = True
         t["save"] = time.perf_counter() - t0
-    t["total"] = t["load"] + t["init"] + t["passes"] + t.get("save", 0.0)
+    t["total"] = sum(t.get(k, 0.0) for k in ("load", "check", "init", "passes", "verify", "save"))

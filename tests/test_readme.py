@@ -25,6 +25,14 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert any("pip install -e '.[dev]'" in c for c in ci)
 
 
+def test_ci_runs_the_readme_commands_in_the_readme_order() -> None:
+    ci = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+          if ln.strip() and not ln.startswith("#")]
+    setup, tests = _commands()[0], _commands()[1]
+    assert setup in ci and tests in ci
+    assert ci.index(setup) < ci.index(tests), "CI must run the sample optimization before the tests, as a user does"
+
+
 def test_setup_command_installs_and_optimizes_a_sample() -> None:
     setup = _commands()[0]
     assert setup.startswith("pip install -e '.[dev]' && graphopt optimize samples/")
@@ -33,7 +41,7 @@ def test_setup_command_installs_and_optimizes_a_sample() -> None:
 
 
 def test_exit_code_table_matches_the_code() -> None:
-    rows = dict(re.findall(r"^\| (\d) \| (.+?) \|$", README, flags=re.M))
+    rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", README, flags=re.M))
     assert {int(k) for k in rows} == set(EXIT_CODES)
     for code, text in EXIT_CODES.items():
         assert rows[str(code)] == text, code

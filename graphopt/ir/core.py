@@ -1328,7 +1328,9 @@ class Graph:
                         state[c] = 1
                         stack.append((c, 0))
                     elif s == 1:
-                        raise IRError(f"the graph has a cycle through {c!r}")
+                        err = IRError(f"the graph has a cycle through {c!r}")
+                        err.node = c  # type: ignore[attr-defined]  # for callers that describe it in words
+                        raise err
                 else:
                     state[n] = 2
                     order.append(n)

@@ -24,6 +24,10 @@ drop-identity = graphopt_clitest_plugin:DropIdentity
 explode = graphopt_clitest_plugin:Explode
 corrupt = graphopt_clitest_plugin:Corrupt
 nudge = graphopt_clitest_plugin:Nudge
+rename-output = graphopt_clitest_plugin:RenameOutput
+bad-attr = graphopt_clitest_plugin:BadAttr
+dangle = graphopt_clitest_plugin:Dangle
+sleep = graphopt_clitest_plugin:Sleep
 """
 
 
@@ -138,3 +142,80 @@ class Nudge(Pass):
             node.replace_input_with(0, b.op("Mul", node.input(0), k))
             n += 1
         return PassResult.of(nudged=n)
+
+
+@dataclass(frozen=True)
+class RenameOutput(Pass):
+    """Wrong on purpose: renames the first graph output (the model's interface changes)."""
+
+    name: ClassVar[str] = "test-rename-output"
+    kind: ClassVar[str] = "cleanup"
+    summary: ClassVar[str] = "test only: renames the first graph output (breaks the interface)"
+    presets: ClassVar[frozenset[str]] = frozenset()
+
+    def run(self, model: Any, ctx: Any) -> PassResult:
+        v = model.graph.outputs[0]
+        if v.name.endswith("_renamed"):
+            return PassResult()
+        v.rename(v.name + "_renamed")
+        return PassResult.of(renamed=1)
+
+
+@dataclass(frozen=True)
+class BadAttr(Pass):
+    """Wrong on purpose: gives every Relu an attribute its schema does not have (onnx's checker refuses it)."""
+
+    name: ClassVar[str] = "test-bad-attr"
+    kind: ClassVar[str] = "cleanup"
+    summary: ClassVar[str] = "test only: adds an unknown attribute to Relu nodes"
+    presets: ClassVar[frozenset[str]] = frozenset()
+
+    def run(self, model: Any, ctx: Any) -> PassResult:
+        n = 0
+        for node in model.graph:
+            if node.op_type == "Relu" and "bogus" not in node.attrs:
+                node.set_attr("bogus", 1)
+                n += 1
+        return PassResult.of(bad_attrs=n)
+
+
+@dataclass(frozen=True)
+class Dangle(Pass):
+    """Wrong on purpose: makes the first node read a value that nothing produces."""
+
+    name: ClassVar[str] = "test-dangle"
+    kind: ClassVar[str] = "cleanup"
+    summary: ClassVar[str] = "test only: makes a node read an undefined value"
+    presets: ClassVar[frozenset[str]] = frozenset()
+
+    def run(self, model: Any, ctx: Any) -> PassResult:
+        from graphopt.ir.core import Value
+
+        node = next(iter(model.graph))
+        if node.input(0) is not None and node.input(0).name == "ghost":
+            return PassResult()
+        node.replace_input_with(0, Value("ghost", type=node.input(0).type))
+        return PassResult.of(dangled=1)
+
+
+@dataclass(frozen=True)
+class Sleep(Pass):
+    """Sleeps (in small steps) after leaving a marker file in $GRAPHOPT_TEST_MARKERS: lets a test signal a
+    process, or its workers, in the middle of a pass."""
+
+    name: ClassVar[str] = "test-sleep"
+    kind: ClassVar[str] = "cleanup"
+    summary: ClassVar[str] = "test only: sleeps"
+    presets: ClassVar[frozenset[str]] = frozenset()
+
+    def run(self, model: Any, ctx: Any) -> PassResult:
+        import os
+        import time
+
+        folder = os.environ.get("GRAPHOPT_TEST_MARKERS")
+        if folder:
+            with open(os.path.join(folder, f"started-{os.getpid()}"), "w") as f:
+                f.write("1")
+        for _ in range(600):
+            time.sleep(0.05)
+        return PassResult()

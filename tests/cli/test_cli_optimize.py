@@ -46,10 +46,10 @@ def test_validation_is_on_by_default_and_reported(cli, add_model: Path) -> None:
     assert len(v["trials"]) == 3 and v["session_seconds"]["original"] > 0
     assert v["latency_ms"]["runs"] == 10 and v["latency_ms"]["original"] > 0
     # optimization and validation costs are reported apart
-    assert set(m["timings"]["optimize"]) == {"load", "init", "passes", "save", "total"}
+    assert set(m["timings"]["optimize"]) == {"load", "check", "init", "passes", "verify", "save", "total"}
     assert m["timings"]["validate"]["total"] > 0
     assert m["timings"]["optimize"]["total"] == pytest.approx(
-        sum(m["timings"]["optimize"][k] for k in ("load", "init", "passes", "save")))
+        sum(m["timings"]["optimize"][k] for k in ("load", "check", "init", "passes", "verify", "save")))
     # the human report: summary, passes, op diff, validation with speedups
     for needle in ("add.opt.onnx", "nodes", "4 -> 3", "passes", "test-drop-identity", "op types",
                    "Identity", "validation passed", "max abs diff", "latency (median of 10)", "session"):

@@ -22,7 +22,14 @@ from ...errors import (
 )
 from ..core import _UNSET, Attr, AttrType, Graph, Model, Node, Value
 from ..tensors import Tensor
-from .convert import _NO_GRAPH_DOMAINS, _SUBGRAPH_OPS, _mark_external_attr_nodes, _model_fields, tensor_from_proto
+from .convert import (
+    _EXTERNAL,
+    _NO_GRAPH_DOMAINS,
+    _SUBGRAPH_OPS,
+    _mark_external_attr_nodes,
+    _model_fields,
+    tensor_from_proto,
+)
 
 
 # ================================================================================================================
@@ -83,11 +90,44 @@ def loads(data: bytes, *, base_dir: str | None = None, path: str | None = None) 
     # External data entries always carry the key "location"; a model whose bytes never spell it has none, and
     # the writer need not look for it.
     has_ext = b"\n\x08location" in data
-    model = from_proto(mp, base_dir=base_dir, copy=False, _scan_external=has_ext)
+    try:
+        model = from_proto(mp, base_dir=base_dir, copy=False, _scan_external=has_ext)
+    except InvalidModelError as e:
+        if e.path is None:
+            e.path = path  # the loader knows the graph, not the file: errors name the file
+        raise
     model.source_path = path
     model.meta["source_bytes"] = len(data)
     model.meta["has_external"] = has_ext
     return model
+
+
+def check_external_data(model: Model) -> None:
+    """Resolve every external data reference now: a location that is absolute, leaves the model's folder (after
+    resolving ``..`` and symlinks) or names a missing file is an ExternalDataError. Reads no data; stats each file
+    once. Loading itself stays lazy (a model whose data is missing can still be loaded and inspected); a run
+    calls this right after loading, before any work is done."""
+    from ..tensors import Tensor as _T
+
+    seen: set[str] = set()
+
+    def check(t: _T) -> None:
+        ext = t.external
+        if ext is not None and ext.location not in seen:
+            ext.path()  # raises with the reason
+            seen.add(ext.location)
+
+    for g in model.graph.all_graphs():
+        for v in g._initializers.values():
+            if v._const is not None and not v._const.is_sparse and v._const._proto is not None and \
+                    v._const._proto.data_location == _EXTERNAL:
+                check(v._const)
+    for n in model.meta.get("ext_attr_nodes", ()):
+        for a in (n.attrs or {}).values():
+            vals = a.value if isinstance(a.value, list) else [a.value]
+            for t in vals:
+                if isinstance(t, _T):
+                    check(t)
 
 
 def from_proto(mp: onnx.ModelProto, *, base_dir: str | None = None, copy: bool = True,
@@ -292,7 +332,8 @@ class _GraphLoader:
                 v.index = i
                 if name:
                     if name in scope:
-                        raise InvalidModelError(f"value {name!r} is defined twice (the graph is not in SSA form)")
+                        raise InvalidModelError(f"value {name!r} is defined twice (the graph is not in SSA form)",
+                                                hint="the model's graph is broken; re-export it")
                     scope[name] = v
                 outs[i] = v
                 i += 1

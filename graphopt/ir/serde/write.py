@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -16,15 +18,21 @@ import numpy as np
 import onnx
 
 from ...errors import (
-    GraphoptError,
     ExternalDataError,
+    GraphoptError,
     OutputError,
     os_error,
 )
 from ..core import Attr, AttrType, Graph, Model, Node, Value
 from ..tensors import DataType, Tensor
-from .convert import _EXTERNAL, _PROTO_SOFT_LIMIT, _b, _model_fields, tensor_to_proto, type_to_proto
-
+from .convert import (
+    _EXTERNAL,
+    _PROTO_SOFT_LIMIT,
+    _b,
+    _model_fields,
+    tensor_to_proto,
+    type_to_proto,
+)
 
 # ================================================================================================================
 # Saving
@@ -407,14 +415,16 @@ def _inline_size_estimate(model: Model) -> int:
 
 
 def save(model: Model, path: str | os.PathLike[str], *, in_place_ok: bool = False,
-         external_location: str | None = None, external_threshold: int = 1024) -> SaveInfo:
+         external_location: str | None = None, external_threshold: int = 1024,
+         serialized: bytes | None = None) -> SaveInfo:
     """Write `model` to `path` atomically (temporary file in the target folder, fsync, then rename).
 
     Tensors stored externally stay external: their data files are rewritten beside `path` with the same names and,
     when nothing moved, the same offsets. When that would overwrite a data file the source model still needs (same
     folder, not `in_place_ok`), the data goes to ``<file name>.data`` instead. A model whose inline tensors would
     pass protobuf's 2 GiB limit has its largest tensors moved to external data; `external_location` moves every
-    tensor of at least `external_threshold` bytes there.
+    tensor of at least `external_threshold` bytes there. `serialized` is the model's bytes as :func:`serialize`
+    made them (a caller that checked them passes them on): written as they are when no tensor moves.
     """
     path = os.fspath(path)
     target_dir = os.path.dirname(os.path.abspath(path)) or "."
@@ -444,7 +454,7 @@ def save(model: Model, path: str | os.PathLike[str], *, in_place_ok: bool = Fals
         if ext or big:
             plan = _write_external(model, ext, big, path, target_dir, in_place_ok, external_location, info,
                                    tmp_files)
-        data = serialize(model, plan)
+        data = serialized if serialized is not None and not plan and not big else serialize(model, plan)
         fd, tmp = tempfile.mkstemp(prefix=".graphopt-", suffix=".tmp", dir=target_dir)
         tmp_files.append((tmp, path))
         with os.fdopen(fd, "wb") as f:
@@ -469,6 +479,9 @@ def _commit(tmp_files: list[tuple[str, str]], mode: int) -> None:
     new data files beside the old model. Empties `tmp_files` of what it moved."""
     done: list[tuple[str, str | None, bool]] = []  # (target, hard link to its previous content, existed before)
     links: list[str] = []
+    # SIGINT/SIGTERM wait until the renames are done: an interrupted commit would leave new data files beside the
+    # old model
+    deferred = _DeferSignals()
     try:
         while tmp_files:
             tmp_path, final = tmp_files[0]
@@ -498,6 +511,39 @@ def _commit(tmp_files: list[tuple[str, str]], mode: int) -> None:
         for bak in links:
             with contextlib.suppress(OSError):
                 os.unlink(bak)
+        deferred.release()
+
+
+class _DeferSignals:
+    """Hold SIGINT and SIGTERM from construction to :meth:`release`, then hand the first one that came to the
+    handler that was installed before (the process's own: Ctrl-C's KeyboardInterrupt, the CLI's, or the default
+    action). Python runs signal handlers in the main thread only; elsewhere this does nothing. (Masking the
+    signal would not do: the kernel hands a process-directed signal to any thread that does not block it, and
+    onnxruntime's threads do not.)"""
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.got: list[tuple[int, Any]] = []
+        self.old: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for s in self._SIGNALS:
+                self.old[s] = signal.signal(s, self._hold)
+
+    def _hold(self, signum: int, frame: Any) -> None:
+        self.got.append((signum, frame))
+
+    def release(self) -> None:
+        for s, h in self.old.items():
+            signal.signal(s, h)
+        if not self.got:
+            return
+        signum, frame = self.got[0]
+        h = self.old.get(signum)
+        if callable(h):
+            h(signum, frame)
+        elif h == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)  # the default action, now that the files agree
 
 
 def _umask() -> int:
@@ -582,12 +628,13 @@ def _write_raw(t: Tensor, f: BinaryIO) -> int:
     return len(raw)
 
 
-def dumps(model: Model) -> bytes:
-    """The serialized model with external data pulled inline (for stdout); refuses models past protobuf's limit."""
+def dumps(model: Model, serialized: bytes | None = None) -> bytes:
+    """The serialized model with external data pulled inline (for stdout); refuses models past protobuf's limit.
+    `serialized`: the bytes :func:`serialize` made, reused when nothing is external."""
     ext = external_tensors(model) if model.meta.get("has_external", True) else []
     if ext:
         if sum(t.nbytes for t in ext) + _inline_size_estimate(model) > _PROTO_SOFT_LIMIT:
             raise OutputError("the model is over 2 GB and cannot be written as one stream",
                               hint="write it to a file (-o model.onnx): its weights then go to external data")
         return serialize(model, {id(t): ("inline",) for t in ext})
-    return serialize(model)
+    return serialized if serialized is not None else serialize(model)

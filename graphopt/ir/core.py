@@ -1513,8 +1513,11 @@ class Model:
             self._names = names
         return self._names
 
-    def fresh_name(self, prefix: str) -> str:
-        """A value name not used anywhere in the model; deterministic for a given model and call sequence."""
+    def fresh_name(self, prefix: str, *, bound: bool = False) -> str:
+        """A value name not used anywhere in the model; deterministic for a given model and call sequence.
+
+        The name is reserved for a later :meth:`Value.rename`; with `bound`, the caller names a value it brings
+        into the model some other way (a node it builds from a message), and no rename may take the name."""
         names = self._name_set()
         k = self._name_counters.get(prefix, 0)
         while True:
@@ -1524,7 +1527,8 @@ class Model:
                 break
         self._name_counters[prefix] = k
         names.add(cand)
-        self._fresh.add(cand)  # handed out but not bound yet: rename() may take it
+        if not bound:
+            self._fresh.add(cand)  # handed out but not bound yet: rename() may take it
         return cand
 
     def fresh_node_name(self, prefix: str) -> str:

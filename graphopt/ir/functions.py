@@ -34,10 +34,6 @@ REF_DOMAIN = "graphopt.attr-ref/"
 _GRAPH = onnx.AttributeProto.GRAPH
 _GRAPHS = onnx.AttributeProto.GRAPHS
 
-#: Domains whose op schemas onnx knows: a body node of these means the same under two opset versions exactly
-#: when both versions resolve to the same schema.
-_ONNX_DOMAINS = frozenset({"", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training"})
-
 
 def canon_domain(d: str) -> str:
     """The canonical spelling of a domain ("ai.onnx" is the default domain "")."""
@@ -157,15 +153,18 @@ def body_proto(fm: Model, fp: Any) -> Any | None:
 # ----------------------------------------------------------------------------------------------------------------
 # inlining
 # ----------------------------------------------------------------------------------------------------------------
-def opset_conflict(fp: Any, model_imports: Mapping[str, int],
-                   local_domains: frozenset[str]) -> tuple[dict[str, int], str | None]:
-    """Whether the body of `fp` means the same in a model importing `model_imports`.
+def opset_conflict(fp: Any, model_imports: Mapping[str, int], local_domains: frozenset[str] = frozenset(), *,
+                   inlining: bool = True) -> tuple[dict[str, int], str | None]:
+    """Whether the body of `fp` means the same under a model's opset imports `model_imports`.
 
-    Returns (imports the model must add, None) when it does, or ({}, reason) when it may not. A domain the body
-    uses and the model does not import is added at the function's version. A domain imported at two different
-    versions is fine for calls of model-local functions (`local_domains`: they do not depend on versions) and for
-    onnx's own domains when each op the body uses resolves to the same schema under both versions; anything else
-    is refused."""
+    onnx's checker asks this of every function of a model (``inlining`` False): a node of a domain that both import
+    at different versions must resolve to the same schema under both (ops of domains onnx has no schemas for pass).
+    Inlining (the default) asks more, since the body's nodes are then read at the model's versions: a domain the
+    model does not import must be added (returned, at the function's version), and a domain imported at two
+    versions is fine only for calls of model-local functions (`local_domains`: they do not depend on versions) and
+    for ops onnx knows that resolve to the same schema under both.
+
+    Returns (imports the model must add, None), or ({}, the reason) when the body would mean something else."""
     model = {canon_domain(d): v for d, v in model_imports.items()}
     used: dict[str, set[str]] = {}
     for np_ in walk_nodes(fp.node):
@@ -178,14 +177,16 @@ def opset_conflict(fp: Any, model_imports: Mapping[str, int],
             return {}, f"the body uses domain {d or 'ai.onnx'!r}, which the function does not import"
         mv = model.get(d)
         if mv is None:
-            add[d] = fv
+            if inlining:
+                add[d] = fv
             continue
         if mv == fv or d in local_domains:
             continue
-        if d not in _ONNX_DOMAINS:
-            return {}, f"the function imports {d!r} version {fv}, the model version {mv}"
         for op in sorted(ops):
-            if _since(op, fv, d) != _since(op, mv, d) or _since(op, fv, d) is None:
+            sf, sm = _since(op, fv, d), _since(op, mv, d)
+            if sf is None and sm is None and not inlining:
+                continue  # no schema to compare (a custom domain): the checker lets it pass
+            if sf is None or sf != sm:
                 return {}, (f"{op} means something else in {d or 'ai.onnx'} {fv} (the function's) than in "
                             f"{mv} (the model's)")
     return add, None
@@ -195,6 +196,8 @@ def _since(op: str, version: int, domain: str) -> int | None:
     try:
         return int(onnx.defs.get_schema(op, version, domain).since_version)
     except onnx.defs.SchemaError:
+        return None
+    except Exception:  # noqa: BLE001 - some onnx builds raise other types for unknown domains
         return None
 
 

@@ -92,19 +92,12 @@ class OptimizeFunctions(Pass):
         passes = self._sub_pipeline(ctx)
         if not passes:
             return
-        child = _child_context(ctx, passes)
         functions = list(model.functions)
         changed = False
         for i in todo:
             fp = functions[i]
             ctx.current_step = f"function {fp.domain}::{fp.name}"
-            fm = fns.body_model(fp, model)
-            rec = PassManager(child, passes, max_rounds=ctx.config.max_rounds, strict=ctx.config.strict,
-                              verify_each=ctx.config.verify_each).run(fm)
-            for w in rec.warnings:
-                log.warning("function %s::%s: %s", fp.domain, fp.name, w)
-            stats["function_passes_rolled_back"] += len(rec.failed)
-            new = fns.body_proto(fm, fp) if any(r.changed for r in rec.passes) else None
+            new = self._optimize_body(fp, model, ctx, passes, stats)
             if new is None or new.SerializeToString() == fp.SerializeToString():
                 done[id(fp)] = fp
                 continue
@@ -116,6 +109,39 @@ class OptimizeFunctions(Pass):
             changed = True
         if changed:
             model.set_functions(functions)
+
+
+    @staticmethod
+    def _optimize_body(fp: Any, model: Model, ctx: JitContext, passes: list[Pass],
+                       stats: collections.Counter[str]) -> Any | None:
+        """`fp` with its body optimized by `passes`, or None when they change nothing (or nothing that fits).
+
+        onnx's checker wants every op of a body to mean the same under the function's and the model's opset
+        imports; a rewrite may bring in an op that does not (Gelu in an opset-20 function of an opset-18 model).
+        Such a body is optimized again without fusion, and kept as it was if it still does not fit."""
+        attempts = [passes]
+        unfused = [p for p in passes if p.kind != "fusion"]
+        if len(unfused) != len(passes):
+            attempts.append(unfused)
+        for attempt in attempts:
+            fm = fns.body_model(fp, model)
+            rec = PassManager(_child_context(ctx, attempt), attempt, max_rounds=ctx.config.max_rounds,
+                              strict=ctx.config.strict, verify_each=ctx.config.verify_each).run(fm)
+            for w in rec.warnings:
+                log.warning("function %s::%s: %s", fp.domain, fp.name, w)
+            stats["function_passes_rolled_back"] += len(rec.failed)
+            if not any(r.changed for r in rec.passes):
+                return None
+            new = fns.body_proto(fm, fp)
+            if new is None:
+                return None
+            _, why = fns.opset_conflict(new, model.opset_imports, inlining=False)
+            if why is None:
+                return new
+            log.info("optimize-functions: %s::%s: the optimized body does not fit the model's opsets (%s)",
+                     fp.domain, fp.name, why)
+        stats["function_bodies_refused_opset"] += 1
+        return None
 
 
 def _child_context(ctx: JitContext, passes: list[Pass]) -> JitContext:

@@ -9,12 +9,13 @@ written back (constants a pass made become Constant nodes at the top); a body th
 original message. Each body is optimized once per run of the pipeline: the bodies this pass wrote or found
 unchanged are remembered in the context, so later rounds cost nothing.
 
-Inlining (``inline``, on by default). A function is inlined at its call sites in the model's graphs (main graph
-and subgraphs) when it is called exactly once in the whole model (a call from another function's body counts and
-prevents it) or when its body is a single node. At each call site the body's values get names that are fresh in the
-model, attribute references take the call's attributes (else the function's defaults; else the attribute is left
-out), and the call's outputs are replaced by the body's (a model output keeps its name). Refused, with the reason
-counted in the stats and logged:
+Inlining (``inline``, on by default). A function is inlined where it is called when it is called exactly once in
+the whole model (calls from function bodies count) or when its body is a single node: into the model's graphs (main
+graph and subgraphs), and into the bodies of other functions, before they are optimized. At each call site the
+body's values get names that are fresh there, attribute references take the call's attributes (else the function's
+defaults; else the attribute is left out), and the call's outputs are replaced by the body's (a model output keeps
+its name). A call inside a body that passes on one of that body's attribute references is hidden like every node
+with attribute references, and stays a call. Refused, with the reason counted in the stats and logged:
 
 * a call with more inputs or outputs than the function declares;
 * a body whose opset imports conflict with the model's (:func:`graphopt.ir.functions.opset_conflict`: a domain the
@@ -25,7 +26,9 @@ counted in the stats and logged:
 * a model with training_info graphs, which may call functions too.
 
 The work is linear: one walk of the model indexes the call sites, bodies are counted once, and a function fully
-inlined is dropped from the counts of what its body calls (DCE removes the function itself).
+inlined is dropped from the counts of what its body calls (DCE removes the function itself). Stats: functions
+optimized, their nodes removed or added, calls inlined (``_in_functions``: into bodies), functions inlined, and one
+count per refusal kind.
 """
 
 from __future__ import annotations
@@ -70,11 +73,12 @@ class OptimizeFunctions(Pass):
             return PassResult.of()
         stats: collections.Counter[str] = collections.Counter()
         ctx.current_node = None
-        self._optimize_bodies(model, ctx, stats)
         template = getattr(model, "_template", None)
         # training_info graphs (kept verbatim) may call functions too: the call counts would be wrong
-        if self.inline and not (template is not None and len(getattr(template, "training_info", ()))):
-            _Inliner(model, ctx, stats).run()
+        can_inline = self.inline and not (template is not None and len(getattr(template, "training_info", ())))
+        self._optimize_bodies(model, ctx, stats, can_inline)
+        if can_inline:
+            stats.update(_Inliner(model, _Calls(model), ctx).run())
         ctx.current_step = None
         return PassResult.of(**stats)
 
@@ -84,20 +88,22 @@ class OptimizeFunctions(Pass):
             return [ctx.passes.create(n) for n in self.passes if n != self.name]
         return [p for p in ctx.pipeline if p.name != self.name]
 
-    def _optimize_bodies(self, model: Model, ctx: JitContext, stats: collections.Counter[str]) -> None:
+    def _optimize_bodies(self, model: Model, ctx: JitContext, stats: collections.Counter[str],
+                         can_inline: bool) -> None:
         done: dict[int, Any] = ctx.meta.setdefault(_DONE, {})
         todo = [i for i, fp in enumerate(model.functions) if done.get(id(fp)) is not fp]
         if not todo:
             return
         passes = self._sub_pipeline(ctx)
-        if not passes:
+        calls = _Calls(model) if can_inline else None
+        if not passes and (calls is None or not calls.any_inlinable()):
             return
         functions = list(model.functions)
         changed = False
         for i in todo:
             fp = functions[i]
             ctx.current_step = f"function {fp.domain}::{fp.name}"
-            new = self._optimize_body(fp, model, ctx, passes, stats)
+            new = self._optimize_body(fp, model, ctx, passes, stats, calls)
             if new is None or new.SerializeToString() == fp.SerializeToString():
                 done[id(fp)] = fp
                 continue
@@ -110,11 +116,11 @@ class OptimizeFunctions(Pass):
         if changed:
             model.set_functions(functions)
 
-
     @staticmethod
     def _optimize_body(fp: Any, model: Model, ctx: JitContext, passes: list[Pass],
-                       stats: collections.Counter[str]) -> Any | None:
-        """`fp` with its body optimized by `passes`, or None when they change nothing (or nothing that fits).
+                       stats: collections.Counter[str], calls: _Calls | None) -> Any | None:
+        """`fp` with the functions it calls inlined where they qualify (`calls`) and its body optimized by
+        `passes`, or None when nothing changes (or nothing that fits).
 
         onnx's checker wants every op of a body to mean the same under the function's and the model's opset
         imports; a rewrite may bring in an op that does not (Gelu in an opset-20 function of an opset-18 model).
@@ -125,18 +131,26 @@ class OptimizeFunctions(Pass):
             attempts.append(unfused)
         for attempt in attempts:
             fm = fns.body_model(fp, model)
-            rec = PassManager(_child_context(ctx, attempt), attempt, max_rounds=ctx.config.max_rounds,
-                              strict=ctx.config.strict, verify_each=ctx.config.verify_each).run(fm)
-            for w in rec.warnings:
-                log.warning("function %s::%s: %s", fp.domain, fp.name, w)
-            stats["function_passes_rolled_back"] += len(rec.failed)
-            if not any(r.changed for r in rec.passes):
+            inlined: collections.Counter[str] = collections.Counter()
+            if calls is not None:
+                inlined = _Inliner(fm, calls, ctx, within=fns.key_of(fp)).run()
+                ctx.current_step = f"function {fp.domain}::{fp.name}"
+            changed = bool(inlined)
+            if attempt:
+                rec = PassManager(_child_context(ctx, attempt), attempt, max_rounds=ctx.config.max_rounds,
+                                  strict=ctx.config.strict, verify_each=ctx.config.verify_each).run(fm)
+                for w in rec.warnings:
+                    log.warning("function %s::%s: %s", fp.domain, fp.name, w)
+                stats["function_passes_rolled_back"] += len(rec.failed)
+                changed = changed or any(r.changed for r in rec.passes)
+            if not changed:
                 return None
             new = fns.body_proto(fm, fp)
             if new is None:
                 return None
             _, why = fns.opset_conflict(new, model.opset_imports, inlining=False)
             if why is None:
+                stats.update({f"{k}_in_functions": v for k, v in inlined.items()})
                 return new
             log.info("optimize-functions: %s::%s: the optimized body does not fit the model's opsets (%s)",
                      fp.domain, fp.name, why)
@@ -161,42 +175,83 @@ def _child_context(ctx: JitContext, passes: list[Pass]) -> JitContext:
 # ----------------------------------------------------------------------------------------------------------------
 # inlining
 # ----------------------------------------------------------------------------------------------------------------
-class _Inliner:
-    def __init__(self, model: Model, ctx: JitContext, stats: collections.Counter[str]):
-        self.model = model
-        self.ctx = ctx
-        self.stats = stats
-        self.by_key: dict[tuple[str, str, str], Any] = {}
+Key = tuple[str, str, str]
+
+
+class _Calls:
+    """Where a model's functions are called: the call sites in the model's graphs (one walk), and the calls that
+    each function's body makes to the others (counted once)."""
+
+    def __init__(self, model: Model):
+        self.by_key: dict[Key, Any] = {}
         for fp in model.functions:
             self.by_key.setdefault(fns.key_of(fp), fp)
         self.local_domains = frozenset(k[0] for k in self.by_key)
-        self.sites: dict[tuple[str, str, str], list[Node]] = collections.defaultdict(list)
-        self.body_calls: collections.Counter[tuple[str, str, str]] = collections.Counter()
-        self.calls_in: dict[tuple[str, str, str], collections.Counter[tuple[str, str, str]]] = {}
-        self.dead: set[tuple[str, str, str]] = set()
-        self.opsets: dict[tuple[str, str, str], tuple[dict[str, int], str | None]] = {}
-
-    def run(self) -> None:
-        self._index(self.model.graph.all_nodes())
+        self.sites: dict[Key, list[Node]] = collections.defaultdict(list)
+        self.index(model.graph.all_nodes())
+        self.calls_in: dict[Key, collections.Counter[Key]] = {}
+        self.body_calls: collections.Counter[Key] = collections.Counter()
         for k, fp in self.by_key.items():
-            c: collections.Counter[tuple[str, str, str]] = collections.Counter()
+            c: collections.Counter[Key] = collections.Counter()
             for np_ in fns.walk_nodes(fp.node):
                 kk = fns.function_key(np_.domain, np_.op_type, getattr(np_, "overload", ""))
                 if kk in self.by_key and kk != k:
                     c[kk] += 1
             self.calls_in[k] = c
             self.body_calls.update(c)
-        work = collections.deque(self.by_key)
+
+    def index(self, nodes: Any, into: dict[Key, list[Node]] | None = None) -> None:
+        sites = self.sites if into is None else into
+        by_key = self.by_key
+        for n in nodes:
+            k = fns.function_key(n.domain, n.op_type, n.overload)
+            if k in by_key:
+                sites[k].append(n)
+
+    def single_node(self, k: Key) -> bool:
+        """Whether function `k`'s body is one node (that does not call `k` itself)."""
+        fp = self.by_key[k]
+        return len(fp.node) == 1 and not any(
+            fns.function_key(np_.domain, np_.op_type, getattr(np_, "overload", "")) == k for np_ in fp.node)
+
+    def called_once(self, k: Key) -> bool:
+        """Whether the model calls function `k` exactly once, counting calls from function bodies."""
+        return sum(1 for n in self.sites.get(k, ()) if n.is_alive) + self.body_calls[k] == 1
+
+    def any_inlinable(self) -> bool:
+        return any(self.single_node(k) or self.called_once(k) for k in self.by_key)
+
+
+class _Inliner:
+    """Inlines the functions that qualify at their call sites in `target`: the model's graphs (`within` None), or
+    the body of function `within` being optimized (a graph of its own)."""
+
+    def __init__(self, target: Model, calls: _Calls, ctx: JitContext, *, within: Key | None = None):
+        self.model = target
+        self.calls = calls
+        self.ctx = ctx
+        self.within = within
+        self.stats: collections.Counter[str] = collections.Counter()
+        if within is None:
+            self.sites = calls.sites
+        else:
+            self.sites = collections.defaultdict(list)
+            calls.index(target.graph.all_nodes(), self.sites)
+        self.dead: set[Key] = set()
+        self.opsets: dict[Key, tuple[dict[str, int], str | None]] = {}
+
+    def run(self) -> collections.Counter[str]:
+        by_key = self.calls.by_key
+        work = collections.deque(k for k in by_key if self.sites.get(k))
         queued = set(work)
         # a function is tried again only after a function whose body calls it was inlined somewhere; ONNX functions
         # cannot recurse, but a malformed model could make them: the cap keeps this bounded anyway
-        budget = 4 * len(self.by_key) + 16
+        cap = budget = 4 * len(by_key) + 16
         while work:
             budget -= 1
             if budget < 0:
                 self.stats["inline_cap_hit"] = 1
-                log.warning("optimize-functions: stopped inlining after %d tries (recursive functions?)",
-                            4 * len(self.by_key) + 16)
+                log.warning("optimize-functions: stopped inlining after %d tries (recursive functions?)", cap)
                 break
             k = work.popleft()
             queued.discard(k)
@@ -204,27 +259,19 @@ class _Inliner:
                 if kk not in queued:
                     queued.add(kk)
                     work.append(kk)
+        return self.stats
 
-    def _index(self, nodes: Any) -> None:
-        by_key = self.by_key
-        for n in nodes:
-            k = fns.function_key(n.domain, n.op_type, n.overload)
-            if k in by_key:
-                self.sites[k].append(n)
-
-    def _try(self, k: tuple[str, str, str]) -> list[tuple[str, str, str]]:
-        """Inline function `k` where it qualifies; returns the functions whose counts changed."""
-        if k in self.dead:
+    def _try(self, k: Key) -> list[Key]:
+        """Inline function `k` where it qualifies; returns the functions that may have new call sites."""
+        calls = self.calls
+        if k in self.dead or k == self.within:
             return []
-        fp = self.by_key[k]
+        fp = calls.by_key[k]
         sites = [n for n in self.sites.get(k, ()) if n.is_alive]
         self.sites[k] = sites
         if not sites:
             return []
-        single = len(fp.node) == 1 and not any(
-            fns.function_key(np_.domain, np_.op_type, getattr(np_, "overload", "")) == k for np_ in fp.node)
-        once = len(sites) == 1 and self.body_calls[k] == 0
-        if not (single or once):
+        if not (calls.single_node(k) or calls.called_once(k)):
             return []
         if k[0] in NATIVE_DOMAINS:
             self._refuse(fp, "native_domain", f"domain {k[0] or 'ai.onnx'!r} may have a native kernel")
@@ -247,23 +294,23 @@ class _Inliner:
             return []
         self.stats["calls_inlined"] += inlined
         self.sites[k] = [n for n in sites if n.is_alive]
-        if not self.sites[k] and not self.body_calls[k]:
+        if self.within is None and not self.sites[k] and not calls.body_calls[k]:
             # every call is gone: the function is dead (DCE drops it), and so are the calls its body makes
             self.stats["functions_inlined"] += 1
             self.dead.add(k)
-            for kk, c in self.calls_in[k].items():
-                self.body_calls[kk] -= c
-        # what the body calls has new call sites in the model now
-        return list(self.calls_in[k])
+            for kk, c in calls.calls_in[k].items():
+                calls.body_calls[kk] -= c
+        # what the body calls has new call sites here now
+        return list(calls.calls_in[k])
 
     def _refuse(self, fp: Any, kind: str, why: str) -> None:
         self.stats[f"inline_refused_{kind}"] += 1
         log.info("optimize-functions: %s::%s not inlined: %s", fp.domain, fp.name, why)
 
-    def _opsets(self, k: tuple[str, str, str], fp: Any) -> tuple[dict[str, int], str | None]:
+    def _opsets(self, k: Key, fp: Any) -> tuple[dict[str, int], str | None]:
         r = self.opsets.get(k)
         if r is None:
-            r = self.opsets[k] = fns.opset_conflict(fp, self.model.opset_imports, self.local_domains)
+            r = self.opsets[k] = fns.opset_conflict(fp, self.model.opset_imports, self.calls.local_domains)
         return r
 
     def _inline(self, n: Node, fp: Any, add: dict[str, int]) -> str | None:
@@ -309,7 +356,7 @@ class _Inliner:
             if new is not None:
                 old.replace_all_uses_with(new)
         g.remove(n)
-        self._index(_nodes_and_inner(nodes))
+        self.calls.index(_nodes_and_inner(nodes), self.sites)
         return None
 
 

@@ -254,8 +254,8 @@ def test_single_node_function_called_twice_is_inlined_everywhere_and_others_stay
     _idempotent(m)
 
 
-def test_inlining_a_function_exposes_the_functions_its_body_calls() -> None:
-    # inner is called only from outer's body: once outer is inlined, inner is called once, from the model
+def test_a_function_called_once_from_a_body_is_inlined_there_and_the_caller_into_the_model() -> None:
+    # inner is called once, from outer's body: inlined there; outer, called once, is inlined into the model
     m = from_text("""
     <ir_version: 9, opset_import: ["" : 18, "local" : 1, "deep" : 1]>
     g (float[N] x) => (float[N] y) {
@@ -267,7 +267,8 @@ def test_inlining_a_function_exposes_the_functions_its_body_calls() -> None:
     inner (p) => (q) { s = Sin(p)  q = Exp(s) }
     """)
     before = snapshot(m)
-    assert _opt(m, passes=()) == {"calls_inlined": 2, "functions_inlined": 2}
+    assert _opt(m, passes=()) == {"calls_inlined_in_functions": 1, "functions_optimized": 1,
+                                  "function_nodes_added": 1, "calls_inlined": 1, "functions_inlined": 1}
     assert op_types(m) == ["Sin", "Exp", "Neg"]
     _check(before, m)
 
@@ -451,3 +452,45 @@ def test_pipeline_optimizes_bodies_inlines_and_drops_what_is_left() -> None:
     # the bodies were optimized once: later rounds found them in the context's memo
     runs = [r for r in res.record.passes if r.name == NAME]
     assert runs[0].changed and not any(r.changed for r in runs[1:])
+
+
+def test_a_single_node_function_is_inlined_into_the_bodies_that_call_it() -> None:
+    m = from_text("""
+    <ir_version: 9, opset_import: ["" : 18, "local" : 1]>
+    g (float[N] x, float[N] z) => (float[N] y) {
+      a = local.outer(x)
+      b = local.outer(z)
+      y = Add(a, b)
+    }
+    <domain: "local", opset_import: ["" : 18, "local" : 1]>
+    outer (p) => (q) { s = local.act(p)  t = Neg(s)  q = local.act(t) }
+    <domain: "local", opset_import: ["" : 18]>
+    act (p) => (q) { q = Relu(p) }
+    """)
+    before = snapshot(m)
+    stats = _opt(m, passes=())
+    assert stats == {"calls_inlined_in_functions": 2, "functions_optimized": 1}
+    assert _body_ops(m, "outer") == ["Relu", "Neg", "Relu"]
+    _check(before, m)
+    run_pass(m, "dce")
+    assert [f.name for f in m.functions] == ["outer"]
+    _idempotent(m)
+
+
+def test_a_call_that_passes_on_an_attribute_reference_is_left_alone() -> None:
+    # the call of act inside outer takes alpha from outer's own attribute: its value is not known in the body
+    m = from_text("""
+    <ir_version: 9, opset_import: ["" : 18, "local" : 1]>
+    g (float[N] x, float[N] z) => (float[N] y) {
+      a = local.outer <alpha: float = 0.5> (x)
+      b = local.outer <alpha: float = 0.25> (z)
+      y = Add(a, b)
+    }
+    <domain: "local", opset_import: ["" : 18, "local" : 1]>
+    outer <alpha> (p) => (q) { s = local.act <alpha: float = @alpha> (p)  q = Neg(s) }
+    <domain: "local", opset_import: ["" : 18]>
+    act <alpha> (p) => (q) { q = LeakyRelu <alpha: float = @alpha> (p) }
+    """)
+    before = snapshot(m)
+    assert _opt(m, passes=()) == {}
+    _check(before, m)

@@ -80,10 +80,11 @@ def _has_ref(np_: Any) -> bool:
 # ----------------------------------------------------------------------------------------------------------------
 # body <-> Model
 # ----------------------------------------------------------------------------------------------------------------
-def body_model(fp: Any, model: Model) -> Model:
+def body_model(fp: Any, model: Model, functions: list[Any] | None = None) -> Model:
     """The body of function `fp` as a Model of its own: inputs and outputs named as the function's (without types,
     as functions declare none), the function's value_info, opset imports and IR version (at least 8, the first that
-    has functions); the calling model's functions stay visible (read-only) to passes that look at what a call does.
+    has functions). `functions` (default: all of the model's) stay visible, read-only, to passes that look at what
+    a call does; give only those the body calls, directly or not (:func:`called_by`), to keep the body model small.
     Nodes with attribute references are hidden behind :data:`REF_DOMAIN`."""
     mp = onnx.ModelProto()
     mp.ir_version = max(int(model.ir_version), 8)
@@ -106,8 +107,22 @@ def body_model(fp: Any, model: Model) -> Model:
         g.output.add().name = name
     g.value_info.extend(getattr(fp, "value_info", ()))
     fm = serde.from_proto(mp, base_dir=model.base_dir, copy=False)
-    fm.functions = list(model.functions)
+    fm.functions = list(model.functions if functions is None else functions)
     return fm
+
+
+def called_by(fp: Any, by_key: Mapping[tuple[str, str, str], Any]) -> list[Any]:
+    """The functions of `by_key` that the body of `fp` calls, directly or through one another."""
+    out: dict[int, Any] = {}
+    stack = [fp]
+    while stack:
+        f = stack.pop()
+        for np_ in walk_nodes(f.node):
+            g = by_key.get(function_key(np_.domain, np_.op_type, getattr(np_, "overload", "")))
+            if g is not None and g is not fp and id(g) not in out:
+                out[id(g)] = g
+                stack.append(g)
+    return list(out.values())
 
 
 def body_proto(fm: Model, fp: Any) -> Any | None:

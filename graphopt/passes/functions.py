@@ -99,11 +99,14 @@ class OptimizeFunctions(Pass):
         if not passes and (calls is None or not calls.any_inlinable()):
             return
         functions = list(model.functions)
+        by_key: dict[Key, Any] = {}
+        for fp in functions:
+            by_key.setdefault(fns.key_of(fp), fp)
         changed = False
         for i in todo:
             fp = functions[i]
             ctx.current_step = f"function {fp.domain}::{fp.name}"
-            new = self._optimize_body(fp, model, ctx, passes, stats, calls)
+            new = self._optimize_body(fp, model, ctx, passes, stats, calls, fns.called_by(fp, by_key))
             if new is None or new.SerializeToString() == fp.SerializeToString():
                 done[id(fp)] = fp
                 continue
@@ -118,7 +121,7 @@ class OptimizeFunctions(Pass):
 
     @staticmethod
     def _optimize_body(fp: Any, model: Model, ctx: JitContext, passes: list[Pass],
-                       stats: collections.Counter[str], calls: _Calls | None) -> Any | None:
+                       stats: collections.Counter[str], calls: _Calls | None, callees: list[Any]) -> Any | None:
         """`fp` with the functions it calls inlined where they qualify (`calls`) and its body optimized by
         `passes`, or None when nothing changes (or nothing that fits).
 
@@ -130,7 +133,7 @@ class OptimizeFunctions(Pass):
         if len(unfused) != len(passes):
             attempts.append(unfused)
         for attempt in attempts:
-            fm = fns.body_model(fp, model)
+            fm = fns.body_model(fp, model, callees)
             inlined: collections.Counter[str] = collections.Counter()
             if calls is not None:
                 inlined = _Inliner(fm, calls, ctx, within=fns.key_of(fp)).run()

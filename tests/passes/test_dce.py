@@ -456,3 +456,21 @@ def test_unused_subgraph_initializer_goes() -> None:
     assert list(list(m.graph)[0].subgraphs()[0].initializers) == ["k"]
     _check(before, m)
     _idempotent(m)
+
+
+def test_loop_carried_values_stay_when_the_body_holds_a_node_without_outputs() -> None:
+    # a node with no outputs is kept for an effect we cannot see, and it may read anything: d stays
+    m = from_text("""
+    <ir_version: 8, opset_import: ["" : 17, "custom" : 1]>
+    g (float[N] x, int64 n) => (float[N] y) {
+      y, d = Loop(n, "", x, x) <body = body (int64 i, bool cin, float[N] acc, float[N] dacc)
+                                            => (bool cout, float[N] acc2, float[N] dacc2) {
+        cout = Identity(cin)
+        acc2 = Neg(acc)
+        dacc2 = Exp(dacc)
+        custom.Print(dacc)
+      }>
+    }
+    """)
+    assert _dce(m) == {}
+    assert [v.name for v in list(m.graph)[0].outputs] == ["y", "d"]

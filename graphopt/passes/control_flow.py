@@ -64,8 +64,20 @@ def _is_bool_copy(n: Node) -> bool:
     if x is None:
         return False
     p = x.producer
-    return x.dtype == _BOOL or p is not None and p.domain in ("", "ai.onnx") and (
-        p.op_type in _BOOL_OPS or p.op_type == "Cast" and p.attr("to") == _BOOL)
+    if p is None:
+        return x.dtype == _BOOL  # a graph input or an initializer: its type is the interface's or the tensor's
+    return p.domain in ("", "ai.onnx") and (p.op_type in _BOOL_OPS or p.op_type == "Cast" and p.attr("to") == _BOOL)
+
+
+def _within(n: Node, g: Graph) -> bool:
+    """Whether node `n` is in `g` or in a subgraph nested in it (it runs only when `g` runs)."""
+    h = n.graph
+    while h is not None:
+        if h is g:
+            return True
+        o = h.owner
+        h = o.graph if o is not None else None
+    return False
 
 
 def _bool_source(c: Value) -> Value:
@@ -198,8 +210,11 @@ class _Simplifier:
         assert c is not None
         const = Builder(g).const(np.array(value, dtype=np.bool_), prefix=f"{c.name or 'cond'}_pinned")
         for u in _ifs_reading_copies_of(_bool_source(c)):
-            u.replace_input_with(0, const)
-            self.stats["if_conditions_pinned"] += 1
+            # what we know holds whenever `g` runs: an If elsewhere may run when `g` does not (g is a branch, or a
+            # Loop body that may run zero times) and see the other value
+            if _within(u, g):
+                u.replace_input_with(0, const)
+                self.stats["if_conditions_pinned"] += 1
         return value
 
     def _fails(self, v: Value, rank: int, g: Graph, live: set[Node], seen: set[tuple[Value, int]]) -> bool:

@@ -333,3 +333,29 @@ def test_if_decided_by_rank_only_when_that_is_proven(case: str) -> None:
         text = _rank_if()
         kw = {"decide_by_rank": False}
     assert_unchanged(from_text(text, _RANK_INITS), NAME, **kw)
+
+
+def test_a_condition_decided_inside_a_branch_is_pinned_only_there() -> None:
+    # inside k's then branch, c must be false (else the Gemm fails); the If outside that branch reads the same c
+    # and may run with c true (when k is false): it stays
+    m = from_text(f"""
+    {H}
+    g (float[N, 4] x, bool c, bool k) => (float[N, 3] y, float[N, 4] z) {{
+      y = If(k) <then_branch = g1 () => (float[N, 3] o1) {{
+                   r = If(c) <then_branch = g3 () => (float[1, N, 4] a) {{ a = Unsqueeze(x, zero) }},
+                              else_branch = g4 () => (float[N, 4] b) {{ b = Neg(x) }}>
+                   o1 = Gemm(r, w)
+                 }},
+                 else_branch = g2 () => (float[N, 3] o2) {{ o2 = Gemm(x, w) }}>
+      z = If(c) <then_branch = g5 () => (float[N, 4] p) {{ p = Exp(x) }}, else_branch = g6 () => (float[N, 4] q) {{ q = Sin(x) }}>
+    }}
+    """, _RANK_INITS)
+    before = snapshot(m)
+    assert _scf(m) == {"if_conditions_pinned": 1, "ifs_constant_cond": 1, "nodes_moved": 1}
+    assert count_ops(m) == {"If": 2, "Neg": 1, "Gemm": 2, "Exp": 1, "Sin": 1}
+    assert_valid(m)
+    for c, k in ((True, False), (False, False), (False, True)):  # every run of the original that succeeds
+        feeds = {**_feeds(c), "k": np.array(k)}
+        for a, b in zip(run(before, feeds), run(m, feeds)):
+            np.testing.assert_allclose(b, a, rtol=1e-6)
+    _idempotent(m)

@@ -5,6 +5,16 @@
   initializers become initializers of the main graph, each If output is replaced by the matching branch output
   (which may be an outer value), and the If goes. A branch value whose name is used elsewhere in the model is
   renamed on the way out, so that names stay unique once it joins the enclosing scope.
+* An ``If`` one of whose branches always makes the run fail is replaced by the other branch
+  (``decide-by-rank``): the failing branch gives an output of a rank that a later op of the same graph cannot take
+  (LSTM/GRU/RNN inputs, Gemm, Conv and its weight, Transpose's perm, the other inputs of a Concat), following the
+  value through ops whose output rank follows from it (same-rank ops, Unsqueeze/Squeeze of constant axes,
+  broadcasting). The op must run whenever the If runs: it is in the same graph and the graph's outputs depend on
+  it. Ranks come only from what the graph forces (:class:`graphopt.passes._ranks.ForcedRanks`: model inputs,
+  constants, op rules), never from declared intermediate types, which exporters write from one traced run. The
+  condition then has one value in every run that does not fail: every If that reads it, or a copy of it (Identity,
+  Cast to bool of a boolean), and runs whenever the decided If's graph runs gets the constant as its condition.
+  This is what decides the rank tests that exporters emit around RNNs (the silero-vad models).
 * An ``If`` whose two branches are structurally identical (:meth:`KeyMaker.graph_key`, as CSE compares subgraphs)
   is replaced by its then branch, whatever the condition. Branches holding a random op are not compared.
 * A ``Loop`` that runs zero times (a constant trip count of 0, or a constant initial condition of false) is
@@ -111,7 +121,8 @@ def _ifs_reading_copies_of(src: Value) -> list[Node]:
 
 @dataclass(frozen=True)
 class SimplifyControlFlow(Pass):
-    """Inlines If nodes with a constant condition or identical branches; removes Loops that run zero times."""
+    """Inlines If nodes with a constant condition, identical branches or a branch that always fails; removes Loops
+    that run zero times."""
 
     name: ClassVar[str] = "simplify-control-flow"
     kind: ClassVar[str] = "folding"

@@ -6,6 +6,11 @@ What goes, in one run (a second run finds nothing):
   whose outputs is a graph output; in subgraphs too. Subgraph inputs and outputs are positional interface of
   If/Loop/Scan and always stay, and so do the main graph's inputs and outputs. A node with no outputs at all is
   kept: it can only exist for an effect we cannot see;
+* outputs of a standard If or Loop that stays but whose outputs are not all read: an If output nothing reads goes
+  from the node and from both branches (and so does what only it needed, in the same walk); a Loop scan output
+  nothing reads goes from the node and the body; a loop-carried value whose final value nothing reads and whose
+  copy in the body feeds only its own next value goes as a whole (node input and output, body input and output),
+  unless the body holds a node without outputs (kept for an effect we cannot see, it may read anything);
 * unused initializers. Before IR version 4 every initializer is also listed as a graph input, which is plumbing,
   not interface: the matching input goes with it. From IR version 4 on, an initializer that is also a graph input
   is an overridable default, part of the interface: both stay;

@@ -108,6 +108,7 @@ def body_model(fp: Any, model: Model, functions: list[Any] | None = None) -> Mod
     g.value_info.extend(getattr(fp, "value_info", ()))
     fm = serde.from_proto(mp, base_dir=model.base_dir, copy=False)
     fm.functions = list(model.functions if functions is None else functions)
+    fm.meta["function_body"] = f"{fp.domain}::{fp.name}"  # its inputs' types, if any, are not checked at a call
     return fm
 
 
@@ -150,7 +151,7 @@ def body_proto(fm: Model, fp: Any) -> Any | None:
     out.node.extend(g.node)
     for np_ in walk_nodes(out.node):
         if np_.domain.startswith(REF_DOMAIN):
-            np_.domain = np_.domain[len(REF_DOMAIN):]
+            np_.domain = np_.domain.removeprefix(REF_DOMAIN)
     have = {canon_domain(o.domain) for o in out.opset_import}
     for o in mp.opset_import:
         if canon_domain(o.domain) not in have and not o.domain.startswith(REF_DOMAIN):

@@ -73,6 +73,8 @@ class ForcedRanks:
     def __init__(self, model: Model):
         self.opset = model.opset("") or 1
         self.ir_version = model.ir_version
+        # a function body's inputs are whatever the call passes: nothing checks them against declared types
+        self.trust_inputs = not model.meta.get("function_body")
         self._r: dict[Value, int] = {}
         self._walk(model.graph)
 
@@ -92,11 +94,13 @@ class ForcedRanks:
             inits = g.initializers
             for v in g.inputs:
                 t = v.type
+                if not self.trust_inputs:
+                    continue
                 if isinstance(t, TensorType) and t.shape is not None:
                     self._r[v] = len(t.shape)  # the runtime checks a fed input's rank
                 elif v.name in inits and v.const is not None and self.ir_version < 4:
                     self._r[v] = len(v.const.shape)
-            for name, v in inits.items():
+            for v in inits.values():
                 if v not in self._r and v.is_constant():
                     self._r[v] = len(v.const.shape)  # type: ignore[union-attr]
         else:
@@ -139,9 +143,7 @@ class ForcedRanks:
         elif op in ("Reshape", "ConstantOfShape"):
             s = _const_ints(n.input(1) if op == "Reshape" else n.input(0))
             r = len(s) if s is not None else None
-        elif op == "Flatten":
-            r = 2
-        elif op == "Gemm":
+        elif op in ("Flatten", "Gemm"):
             r = 2
         elif op == "MatMul":
             a, b = self.of(n.input(0)), self.of(n.input(1))

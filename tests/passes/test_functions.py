@@ -12,7 +12,7 @@ import graphopt
 from graphopt.ir.core import Model
 from graphopt.ir.functions import walk_nodes
 from graphopt.testing import (assert_same_outputs, assert_unchanged, assert_valid, from_text, op_types, pass_stats,
-                              run_pass, snapshot, to_proto)
+                              run, run_pass, snapshot, to_proto)
 
 NAME = "optimize-functions"
 BODY_PASSES = ("fold-constants", "eliminate-noops", "fuse", "cse", "dce")
@@ -494,3 +494,31 @@ def test_a_call_that_passes_on_an_attribute_reference_is_left_alone() -> None:
     before = snapshot(m)
     assert _opt(m, passes=()) == {}
     _check(before, m)
+
+
+def test_declared_types_of_a_function_input_are_not_taken_as_facts() -> None:
+    # the function declares p as 2-D (IR 10 value_info), but the model calls it with a 1-D tensor: the then branch
+    # (Unsqueeze to 2-D) is the one that works. Trusting the declaration would pick the else branch.
+    mp = onnx.parser.parse_model("""
+    <ir_version: 10, opset_import: ["" : 18, "local" : 1]>
+    g (float[4] x, bool k) => (float[1, 3] y, float[1, 3] y2) {
+      y = local.f(x, k)
+      y2 = local.f(x, k)
+    }
+    <domain: "local", opset_import: ["" : 18]>
+    f (p, c) => (q) {
+      zero = Constant<value = int64[1] {0}>()
+      w = Constant<value = float[4, 3] {1,1,1,1,1,1,1,1,1,1,1,1}>()
+      r = If(c) <then_branch = t () => (float[1, 4] a) { a = Unsqueeze(p, zero) },
+                 else_branch = e () => (float[4] b) { b = Neg(p) }>
+      q = Gemm(r, w)
+    }
+    """)
+    mp.functions[0].value_info.append(onnx.helper.make_tensor_value_info("p", onnx.TensorProto.FLOAT, ["N", 4]))
+    m = graphopt.load(mp)
+    before = snapshot(m)
+    _opt(m, inline=False, passes=("simplify-control-flow", "fold-constants", "dce"))
+    assert "If" in _body_ops(m, "f")
+    feeds = {"x": np.arange(4, dtype=np.float32), "k": np.array(True)}
+    for a, b in zip(run(before, feeds), run(m, feeds)):
+        np.testing.assert_allclose(b, a)

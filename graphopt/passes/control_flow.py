@@ -126,8 +126,8 @@ class SimplifyControlFlow(Pass):
 
     name: ClassVar[str] = "simplify-control-flow"
     kind: ClassVar[str] = "folding"
-    summary: ClassVar[str] = ("inline If nodes with a constant condition or identical branches; drop loops that "
-                              "run zero times")
+    summary: ClassVar[str] = ("inline If nodes with a constant condition, identical branches or a branch that "
+                              "always fails; drop loops that run zero times")
     presets: ClassVar[frozenset[str]] = frozenset({"O2", "O3"})
 
     max_tensor_bytes: int = option(64 << 20, "when comparing two If branches, tensors larger than this are not "

@@ -64,8 +64,8 @@ class DeadCodeElimination(Pass):
 
     name: ClassVar[str] = "dce"
     kind: ClassVar[str] = "cleanup"
-    summary: ClassVar[str] = ("remove nodes nothing reads, unused initializers, value_info, functions and "
-                              "opset imports")
+    summary: ClassVar[str] = ("remove nodes nothing reads, If/Loop outputs nothing reads, unused initializers, "
+                              "value_info, functions and opset imports")
     presets: ClassVar[frozenset[str]] = frozenset({"O1", "O2", "O3"})
 
     def run(self, model: Model, ctx: Any) -> PassResult:

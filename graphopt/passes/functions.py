@@ -245,7 +245,7 @@ class _Inliner:
 
     def run(self) -> collections.Counter[str]:
         by_key = self.calls.by_key
-        work = collections.deque(k for k in by_key if self.sites.get(k))
+        work = collections.deque(k for k, s in self.sites.items() if s)  # only what is called here
         queued = set(work)
         # a function is tried again only after a function whose body calls it was inlined somewhere; ONNX functions
         # cannot recurse, but a malformed model could make them: the cap keeps this bounded anyway

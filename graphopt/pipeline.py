@@ -38,6 +38,7 @@ DEFAULT_MAX_ROUNDS = 8
 
 # The order passes run in within a round; passes not listed (plugins) run after these, in registration order.
 PIPELINE_ORDER = [
+    "optimize-functions",
     "simplify-control-flow",
     "fold-constants",
     "simplify-shapes",

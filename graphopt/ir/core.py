@@ -698,6 +698,36 @@ class Node:
         self._journal_add(lambda: self._outputs.pop())
         return v
 
+    def remove_output(self, index: int) -> None:
+        """Drop output `index` (later outputs shift down). Refuses (IRError, nothing changed) when the output is
+        still read or is a graph output; for ops with positional outputs (If, Loop) the caller keeps the
+        subgraphs in step."""
+        outs = self._outputs
+        v = outs[index]
+        if v._uses or v._out_graphs:
+            raise IRError(f"cannot remove output {v.name!r} of {self!r}: it is still used")
+        g = self.graph
+        declared = g is not None and v in g._value_info
+        if declared:
+            assert g is not None
+            g._snapshot_order("_value_info")
+            del g._value_info[v]
+        del outs[index]
+        for i in range(index, len(outs)):
+            outs[i].index = i
+        self._touch()
+
+        def undo() -> None:
+            outs.insert(index, v)
+            for i in range(index, len(outs)):
+                outs[i].index = i
+            if declared:
+                assert g is not None
+                g._value_info[v] = None
+            self._touch()
+
+        self._journal_add(undo)
+
     def __repr__(self) -> str:
         dom = f"{self.domain}::" if self.domain else ""
         ins = ", ".join("" if v is None else str(v.name) for v in self._inputs)
@@ -1116,6 +1146,30 @@ class Graph:
         self._touch()
         self._journal(lambda: self._pop_output(value))
 
+    def remove_output(self, index: int) -> None:
+        """Drop output slot `index` of this graph (later slots shift down), with its declared type. For a
+        subgraph, the owning node's outputs or inputs must be kept in step by the caller."""
+        v = self._outputs[index]
+        vi = self._out_vi[index]
+        del self._outputs[index]
+        del self._out_vi[index]
+        og = v._out_graphs
+        assert og is not None
+        og.remove(self)
+        if not og:
+            v._out_graphs = None
+        self._touch()
+
+        def undo() -> None:
+            self._outputs.insert(index, v)
+            self._out_vi.insert(index, vi)
+            if v._out_graphs is None:
+                v._out_graphs = []
+            v._out_graphs.append(self)
+            self._touch()
+
+        self._journal(undo)
+
     def _pop_output(self, value: Value) -> None:
         i = len(self._outputs) - 1 - self._outputs[::-1].index(value)
         del self._outputs[i]
@@ -1461,8 +1515,11 @@ class Model:
             self._names = names
         return self._names
 
-    def fresh_name(self, prefix: str) -> str:
-        """A value name not used anywhere in the model; deterministic for a given model and call sequence."""
+    def fresh_name(self, prefix: str, *, bound: bool = False) -> str:
+        """A value name not used anywhere in the model; deterministic for a given model and call sequence.
+
+        The name is reserved for a later :meth:`Value.rename`; with `bound`, the caller names a value it brings
+        into the model some other way (a node it builds from a message), and no rename may take the name."""
         names = self._name_set()
         k = self._name_counters.get(prefix, 0)
         while True:
@@ -1472,7 +1529,8 @@ class Model:
                 break
         self._name_counters[prefix] = k
         names.add(cand)
-        self._fresh.add(cand)  # handed out but not bound yet: rename() may take it
+        if not bound:
+            self._fresh.add(cand)  # handed out but not bound yet: rename() may take it
         return cand
 
     def fresh_node_name(self, prefix: str) -> str:

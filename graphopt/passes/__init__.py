@@ -31,6 +31,7 @@ _BUILTINS: list[tuple[str, str]] = [
     ("shapes", "SimplifyShapes"),
     ("control_flow", "SimplifyControlFlow"),
     ("fuse", "Fuse"),
+    ("functions", "OptimizeFunctions"),
 ]
 
 

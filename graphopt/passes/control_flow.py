@@ -5,6 +5,16 @@
   initializers become initializers of the main graph, each If output is replaced by the matching branch output
   (which may be an outer value), and the If goes. A branch value whose name is used elsewhere in the model is
   renamed on the way out, so that names stay unique once it joins the enclosing scope.
+* An ``If`` one of whose branches always makes the run fail is replaced by the other branch
+  (``decide-by-rank``): the failing branch gives an output of a rank that a later op of the same graph cannot take
+  (LSTM/GRU/RNN inputs, Gemm, Conv and its weight, Transpose's perm, the other inputs of a Concat), following the
+  value through ops whose output rank follows from it (same-rank ops, Unsqueeze/Squeeze of constant axes,
+  broadcasting). The op must run whenever the If runs: it is in the same graph and the graph's outputs depend on
+  it. Ranks come only from what the graph forces (:class:`graphopt.passes._ranks.ForcedRanks`: model inputs,
+  constants, op rules), never from declared intermediate types, which exporters write from one traced run. The
+  condition then has one value in every run that does not fail: every If that reads it, or a copy of it (Identity,
+  Cast to bool of a boolean), and runs whenever the decided If's graph runs gets the constant as its condition.
+  This is what decides the rank tests that exporters emit around RNNs (the silero-vad models).
 * An ``If`` whose two branches are structurally identical (:meth:`KeyMaker.graph_key`, as CSE compares subgraphs)
   is replaced by its then branch, whatever the condition. Branches holding a random op are not compared.
 * A ``Loop`` that runs zero times (a constant trip count of 0, or a constant initial condition of false) is
@@ -22,14 +32,19 @@ import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..ir.builder import add_constant
+import numpy as np
+
+from ..ir.builder import Builder, add_constant
 from ..ir.constants import constant_value
 from ..ir.core import Graph, Model, Node, Value
+from ._ranks import ForcedRanks, live_nodes, rank_through, required_rank
 from .base import Pass, PassResult, option
 from .cse import FunctionPurity, KeyMaker
 from .dce import attached
 
 log = logging.getLogger(__name__)
+
+_MAX_RANK_STEPS = 256  # values followed from one If output while looking for an op that cannot take its rank
 
 
 def const_scalar(v: Value | None) -> Any:
@@ -41,31 +56,101 @@ def const_scalar(v: Value | None) -> Any:
     return t.numpy().reshape(-1)[0].item()
 
 
+_BOOL = 9
+# ops whose output is a boolean tensor
+_BOOL_OPS = frozenset({"Not", "And", "Or", "Xor", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
+                       "IsNaN", "IsInf"})
+
+
+def _is_bool_copy(n: Node) -> bool:
+    """Whether standard node `n` returns its boolean input unchanged: Identity, or a Cast to bool of a boolean."""
+    if n.domain not in ("", "ai.onnx"):
+        return False
+    if n.op_type == "Identity":
+        return True
+    if n.op_type != "Cast" or n.attr("to") != _BOOL or n.attrs["to"].ref_attr_name:
+        return False
+    x = n.input(0)
+    if x is None:
+        return False
+    p = x.producer
+    if p is None:
+        return x.dtype == _BOOL  # a graph input or an initializer: its type is the interface's or the tensor's
+    return p.domain in ("", "ai.onnx") and (p.op_type in _BOOL_OPS or p.op_type == "Cast" and p.attr("to") == _BOOL)
+
+
+def _within(n: Node, g: Graph) -> bool:
+    """Whether node `n` is in `g` or in a subgraph nested in it (it runs only when `g` runs)."""
+    h = n.graph
+    while h is not None:
+        if h is g:
+            return True
+        o = h.owner
+        h = o.graph if o is not None else None
+    return False
+
+
+def _bool_source(c: Value) -> Value:
+    """The value that `c` copies (through Identity and Cast-to-bool of booleans); `c` itself when none."""
+    seen = 0
+    while seen < 64:
+        p = c.producer
+        if p is None or not _is_bool_copy(p) or p.input(0) is None:
+            break
+        c = p.input(0)  # type: ignore[assignment]
+        seen += 1
+    return c
+
+
+def _ifs_reading_copies_of(src: Value) -> list[Node]:
+    """Every standard If whose condition is `src` or a copy of it (see :func:`_is_bool_copy`), at any depth."""
+    out: list[Node] = []
+    stack, seen = [src], {src}
+    while stack:
+        v = stack.pop()
+        for u, j in v.uses():
+            if u.domain not in ("", "ai.onnx"):
+                continue
+            if u.op_type == "If" and j == 0:
+                out.append(u)
+            elif j == 0 and _is_bool_copy(u) and u.outputs and u.outputs[0] not in seen:
+                seen.add(u.outputs[0])
+                stack.append(u.outputs[0])
+    return list(dict.fromkeys(out))
+
+
 @dataclass(frozen=True)
 class SimplifyControlFlow(Pass):
-    """Inlines If nodes with a constant condition or identical branches; removes Loops that run zero times."""
+    """Inlines If nodes with a constant condition, identical branches or a branch that always fails; removes Loops
+    that run zero times."""
 
     name: ClassVar[str] = "simplify-control-flow"
     kind: ClassVar[str] = "folding"
-    summary: ClassVar[str] = ("inline If nodes with a constant condition or identical branches; drop loops that "
-                              "run zero times")
+    summary: ClassVar[str] = ("inline If nodes with a constant condition, identical branches or a branch that "
+                              "always fails; drop loops that run zero times")
     presets: ClassVar[frozenset[str]] = frozenset({"O2", "O3"})
 
     max_tensor_bytes: int = option(64 << 20, "when comparing two If branches, tensors larger than this are not "
                                              "hashed (the branches count as different); -1: no limit")
+    decide_by_rank: bool = option(True, "take the only branch of an If whose output rank a later op can take "
+                                        "(the other one always fails)")
 
     def run(self, model: Model, ctx: Any) -> PassResult:
-        return _Simplifier(model, ctx, KeyMaker(FunctionPurity(model), int(self.max_tensor_bytes))).run()
+        return _Simplifier(model, ctx, KeyMaker(FunctionPurity(model), int(self.max_tensor_bytes)),
+                           bool(self.decide_by_rank)).run()
 
 
 class _Simplifier:
-    def __init__(self, model: Model, ctx: Any, keys: KeyMaker):
+    def __init__(self, model: Model, ctx: Any, keys: KeyMaker, decide_by_rank: bool = True):
         self.model = model
         self.ctx = ctx
         self.keys = keys
         self._names: collections.Counter[str] | None = None
+        self.decide_by_rank = decide_by_rank
+        self._ranks: ForcedRanks | None = None  # built on first use, once per run
+        self._live: dict[Graph, set[Node]] = {}
         self.stats = {"ifs_constant_cond": 0, "ifs_identical_branches": 0, "loops_zero_trip": 0,
-                      "nodes_moved": 0, "values_renamed": 0}
+                      "nodes_moved": 0, "values_renamed": 0, "if_conditions_pinned": 0}
 
     def run(self) -> PassResult:
         ctx = self.ctx
@@ -94,6 +179,8 @@ class _Simplifier:
         if not isinstance(then_g, Graph) or not isinstance(else_g, Graph):
             return
         cond = const_scalar(n.input(0))
+        if cond is None and self.decide_by_rank:
+            cond = self._decide_by_rank(n, then_g, else_g)
         if cond is not None:
             branch, stat = (then_g if cond else else_g), "ifs_constant_cond"
         else:
@@ -106,6 +193,59 @@ class _Simplifier:
             return
         self._inline(n, branch)
         self.stats[stat] += 1
+
+    def _decide_by_rank(self, n: Node, then_g: Graph, else_g: Graph) -> bool | None:
+        """The condition's value in every run that does not fail, when one branch always makes the run fail: its
+        output has a rank (that the graph forces) that a later op of the same graph cannot take. The If's
+        condition value is then pinned to a constant for every If that reads it (they all take the same branch)."""
+        g = n.graph
+        assert g is not None
+        if self._ranks is None:
+            self._ranks = ForcedRanks(self.model)
+        ranks = self._ranks
+        live = self._live.get(g)
+        if live is None:
+            live = self._live[g] = live_nodes(g)
+        if n not in live:
+            return None
+        fails = []
+        for b in (then_g, else_g):
+            if len(b.outputs) != len(n.outputs):
+                return None
+            fails.append(any(self._fails(o, r, g, live, set()) for o, r in zip(n.outputs, map(ranks.of, b.outputs))
+                             if r is not None))
+        if fails[0] == fails[1]:
+            return None  # both may run (or neither can: the model always fails, leave it)
+        value = fails[1]  # the then branch fails: the condition is false
+        c = n.input(0)
+        assert c is not None
+        const = Builder(g).const(np.array(value, dtype=np.bool_), prefix=f"{c.name or 'cond'}_pinned")
+        for u in _ifs_reading_copies_of(_bool_source(c)):
+            # what we know holds whenever `g` runs: an If elsewhere may run when `g` does not (g is a branch, or a
+            # Loop body that may run zero times) and see the other value
+            if _within(u, g):
+                u.replace_input_with(0, const)
+                self.stats["if_conditions_pinned"] += 1
+        return value
+
+    def _fails(self, v: Value, rank: int, g: Graph, live: set[Node], seen: set[tuple[Value, int]]) -> bool:
+        """Whether a value of `rank` at `v` makes some op of `g` that always runs fail (a rank it cannot take),
+        following ops whose output rank follows from that input's."""
+        if (v, rank) in seen or len(seen) > _MAX_RANK_STEPS:
+            return False
+        seen.add((v, rank))
+        ranks = self._ranks
+        assert ranks is not None
+        for u, j in v.uses():
+            if u.graph is not g or u not in live:
+                continue  # a reader inside a subgraph, or one that may not run
+            need = required_rank(u, j, ranks)
+            if need is not None and need != rank:
+                return True
+            nxt = rank_through(u, j, rank, ranks)
+            if nxt is not None and (nxt < 0 or self._fails(u.outputs[0], nxt, g, live, seen)):
+                return True
+        return False
 
     def _name_counts(self) -> collections.Counter[str]:
         """How many values of the model carry each name (built once, on the first inlining)."""

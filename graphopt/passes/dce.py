@@ -6,6 +6,11 @@ What goes, in one run (a second run finds nothing):
   whose outputs is a graph output; in subgraphs too. Subgraph inputs and outputs are positional interface of
   If/Loop/Scan and always stay, and so do the main graph's inputs and outputs. A node with no outputs at all is
   kept: it can only exist for an effect we cannot see;
+* outputs of a standard If or Loop that stays but whose outputs are not all read: an If output nothing reads goes
+  from the node and from both branches (and so does what only it needed, in the same walk); a Loop scan output
+  nothing reads goes from the node and the body; a loop-carried value whose final value nothing reads and whose
+  copy in the body feeds only its own next value goes as a whole (node input and output, body input and output),
+  unless the body holds a node without outputs (kept for an effect we cannot see, it may read anything);
 * unused initializers. Before IR version 4 every initializer is also listed as a graph input, which is plumbing,
   not interface: the matching input goes with it. From IR version 4 on, an initializer that is also a graph input
   is an overridable default, part of the interface: both stay;
@@ -27,7 +32,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..ir.core import Graph, Model, Node
+from ..ir.core import Graph, Model, Node, Value
 from .base import Pass, PassResult
 
 log = logging.getLogger(__name__)
@@ -59,13 +64,14 @@ class DeadCodeElimination(Pass):
 
     name: ClassVar[str] = "dce"
     kind: ClassVar[str] = "cleanup"
-    summary: ClassVar[str] = ("remove nodes nothing reads, unused initializers, value_info, functions and "
-                              "opset imports")
+    summary: ClassVar[str] = ("remove nodes nothing reads, If/Loop outputs nothing reads, unused initializers, "
+                              "value_info, functions and opset imports")
     presets: ClassVar[frozenset[str]] = frozenset({"O1", "O2", "O3"})
 
     def run(self, model: Model, ctx: Any) -> PassResult:
         ctx.current_step = "nodes"
-        nodes = _Sweeper(ctx).sweep(model.graph)
+        sweeper = _Sweeper(ctx)
+        nodes = sweeper.sweep(model.graph)
         ctx.current_node = None
         ctx.current_step = "initializers"
         inits, inputs = _drop_initializers(model)
@@ -74,7 +80,8 @@ class DeadCodeElimination(Pass):
         ctx.current_step = "functions and opsets"
         funcs, opsets = _drop_functions_and_opsets(model)
         ctx.current_step = None
-        return PassResult.of(nodes_removed=nodes, initializers_removed=inits, inputs_removed=inputs,
+        return PassResult.of(nodes_removed=nodes, if_outputs_removed=sweeper.if_outputs,
+                             loop_outputs_removed=sweeper.loop_outputs, initializers_removed=inits, inputs_removed=inputs,
                              value_info_removed=vis, functions_removed=funcs, opsets_removed=opsets)
 
 
@@ -84,6 +91,8 @@ class _Sweeper:
     def __init__(self, ctx: Any):
         self.ctx = ctx
         self.removed = 0
+        self.if_outputs = 0
+        self.loop_outputs = 0
         self.work: list[Node] = []
 
     def sweep(self, graph: Graph) -> int:
@@ -100,9 +109,82 @@ class _Sweeper:
                 continue
             subs = n.subgraphs()
             if subs:
-                # The node stays: clean its subgraphs now, before the walk reaches the producers they read.
+                # The node stays: drop the outputs nothing reads (and what computes them in its bodies), then clean
+                # its subgraphs now, before the walk reaches the producers they read.
+                self._prune_outputs(n)
                 for sg in subs:
                     self._graph(sg)
+
+    def _prune_outputs(self, n: Node) -> None:
+        """Unread outputs of a standard If or Loop that stays: If outputs (one per branch output slot), Loop scan
+        outputs, and loop-carried values that neither the caller nor the body reads (each a node input, a body
+        input, a body output and a node output, dropped together). Node inputs dropped this way may leave their
+        producers unread: they go on the worklist."""
+        if n.domain not in ("", "ai.onnx"):
+            return
+        if n.op_type == "If":
+            self._prune_if(n)
+        elif n.op_type == "Loop":
+            self._prune_loop(n)
+
+    def _prune_if(self, n: Node) -> None:
+        branches = [n.attr("then_branch"), n.attr("else_branch")]
+        if not all(isinstance(b, Graph) and len(b.outputs) == len(n.outputs) for b in branches):
+            return  # not a well-formed If: leave it
+        for i in range(len(n.outputs) - 1, -1, -1):
+            if n.outputs[i].is_used():
+                continue
+            self.ctx.current_node = n
+            for b in branches:
+                b.remove_output(i)
+            n.remove_output(i)
+            self.if_outputs += 1
+
+    def _prune_loop(self, n: Node) -> None:
+        subs = n.subgraphs()
+        if len(subs) != 1:
+            return
+        body = subs[0]
+        carried = n.num_inputs - 2
+        outs = n.outputs
+        bins, bouts = body.inputs, body.outputs
+        if carried < 0 or len(bins) != 2 + carried or len(bouts) != 1 + len(outs) or len(outs) < carried:
+            return  # not a well-formed Loop: leave it
+        self.ctx.current_node = n
+        # scan outputs (after the carried values), last first so that indexes stay valid
+        for j in range(len(outs) - 1, carried - 1, -1):
+            if not outs[j].is_used():
+                body.remove_output(1 + j)
+                n.remove_output(j)
+                self.loop_outputs += 1
+        # loop-carried values whose final value nobody reads and whose copy in the body feeds nothing but the
+        # computation of its own next value (nor the condition, nor another value that is kept)
+        if carried and any(not x.outputs for x in body.all_nodes()):
+            carried = 0  # a node kept for an unseen effect may read anything: keep every carried value
+        keep = [body.outputs[0]]
+        keep += [body.outputs[1 + k] for k in range(carried) if n.outputs[k].is_used()]
+        keep += list(body.outputs[1 + carried:])
+        live = _live_values(body, keep)
+        dropped: list[Value] = []
+        for k in range(carried - 1, -1, -1):
+            bin_ = body.inputs[2 + k]
+            if n.outputs[k].is_used() or bin_ in live:
+                continue
+            body.remove_output(1 + k)
+            body.remove_input(bin_)
+            n.remove_output(k)
+            v = n.inputs[2 + k]
+            ins = list(n.inputs)
+            del ins[2 + k]
+            n.set_inputs(ins)
+            if v is not None:
+                dropped.append(v)
+            self.loop_outputs += 1
+        for v in dropped:
+            p = v.producer
+            if p is not None and not v.is_used():
+                self.work.append(p)
+        self._drain()
 
     def _dead(self, n: Node) -> bool:
         outs = n.outputs
@@ -135,6 +217,27 @@ class _Sweeper:
             p = work.pop()
             if attached(p):
                 self._try_remove(p)
+
+
+def _live_values(body: Graph, outputs: list[Value]) -> set[Value]:
+    """The values of `body` (its inputs included) that `outputs` are computed from, through nodes of `body` and the
+    reads of their subgraphs; each node is visited once."""
+    live: set[Value] = set()
+    seen: set[Node] = set()
+    stack = list(outputs)
+    while stack:
+        v = stack.pop()
+        if v in live:
+            continue
+        live.add(v)
+        p = v.producer
+        if p is None or p.graph is not body or p in seen:
+            continue
+        seen.add(p)
+        stack.extend(x for x in p.inputs if x is not None)
+        if p.subgraphs():
+            stack.extend(p.implicit_inputs())
+    return live
 
 
 def _drop_initializers(model: Model) -> tuple[int, int]:

@@ -25,6 +25,7 @@ What the pass guarantees:
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 from collections.abc import Iterable
@@ -140,6 +141,7 @@ class _Folder:
         self.closure: list[Node] = []  # foldable nodes, topological order (subgraph nodes after their owner's deps)
         self.fast: set[Node] = set()  # evaluated by the numpy fast path during the walk
         self.kept: set[Node] = set()  # evaluated for their readers but not replaced (see _needs_identity)
+        self._name_counts: collections.Counter[str] | None = None  # see _name_is_unique
 
     # ------------------------------------------------------------------------------------------------------------
     def run(self) -> PassResult:
@@ -677,6 +679,20 @@ class _Folder:
                 freed += 1
         return len(order), hoisted, freed, materialized
 
+    def _name_is_unique(self, name: str) -> bool:
+        """Whether no other value of the model carries `name` (the counts are taken once per run, the first time a
+        subgraph value is stored; values renamed since then carry fresh names that the counts do not need)."""
+        c = self._name_counts
+        if c is None:
+            c = self._name_counts = collections.Counter()
+            for g in self.model.graph.all_graphs():
+                inputs = g.inputs
+                c.update(v.name for v in inputs if v.name)
+                c.update(k for k, v in g.initializers.items() if v not in inputs)
+                for n in g:
+                    c.update(v.name for v in n.outputs if v.name)
+        return c[name] <= 1
+
     def _store(self, v: Value, a: Arg) -> None:
         """Make an initializer holding `a` stand for `v` everywhere; `v` keeps its readers' view and its name."""
         m = self.model
@@ -687,6 +703,10 @@ class _Folder:
         identity_kept = self._needs_identity(v)
         if identity_kept:
             # some output slot needs an Identity to keep the name: the IR makes it; the constant gets a new name
+            init = add_constant(g, t, prefix=v.name)
+        elif g is not main and not self._name_is_unique(v.name):
+            # a value of a subgraph whose name a sibling subgraph uses too (legal ONNX: sibling scopes): in the
+            # main graph the name would be defined twice, so the constant gets a new one
             init = add_constant(g, t, prefix=v.name)
         else:
             name = v.name

@@ -177,6 +177,8 @@ MUTATORS: dict[str, Callable[[Model], None]] = {
     "opset_imports": lambda m: m.set_opset_imports({"": 18}),
     "functions": lambda m: m.set_functions([onnx.FunctionProto(name="f", domain="local")]),
     "node_append_output": lambda m: prod(m, "d").append_output("d_extra"),
+    "node_remove_output": lambda m: prod(m, "d").remove_output(0),  # declared in value_info: the entry goes too
+    "graph_remove_output": lambda m: m.graph.remove_output(0),
     "builder": _builder,
     "builder_in_subgraph": _builder_in_subgraph,
 }
@@ -822,3 +824,19 @@ def test_clear_orphan_value_info_and_rollback() -> None:
     m.rollback(j)
     assert serde.serialize(m) == before
     assert m.graph.clear_orphan_value_info() == 1 and m.graph.clear_orphan_value_info() == 0
+
+
+def test_node_remove_output_refuses_a_read_output_and_renumbers_the_rest() -> None:
+    m = from_text("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N] x) => (float[N] y) {
+      a, b, c = Split <axis = 0, num_outputs = 3> (x)
+      y = Concat <axis = 0> (a, c)
+    }
+    """)
+    split = prod(m, "a")
+    with pytest.raises(IRError, match="still used"):
+        split.remove_output(0)
+    split.remove_output(1)
+    assert [v.name for v in split.outputs] == ["a", "c"] and [v.index for v in split.outputs] == [0, 1]
+    assert verify(m, strict=False) == []

@@ -249,3 +249,113 @@ def test_a_rolled_back_inlining_restores_the_model_exactly() -> None:
     assert verify(m, strict=False) == []
     assert onnx.printer.to_text(serde.to_proto(m)) == text
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# If with a branch that always makes the run fail (a rank that a later op cannot take)
+# ---------------------------------------------------------------------------------------------------------------
+def _rank_if(consumer: str = "y = Gemm(r, w)", then: str = "a = Unsqueeze(x, zero)", extra: str = "",
+             out: str = "float[N, 3] y") -> str:
+    # the then branch gives a 3-D tensor, the else branch a 2-D one; Gemm takes 2-D inputs only
+    return f"""
+    {H}
+    g (float[N, 4] x, bool c{extra}) => ({out}) {{
+      r = If(c) <then_branch = g1 () => (float[1, N, 4] a) {{ {then} }},
+                 else_branch = g2 () => (float[N, 4] b) {{ b = Neg(x) }}>
+      {consumer}
+    }}
+    """
+
+
+_RANK_INITS = {"zero": np.array([0], np.int64), "w": np.ones((4, 3), np.float32)}
+
+
+def _feeds(c: bool) -> dict[str, np.ndarray]:
+    return {"x": np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4), "c": np.array(c)}
+
+
+def test_if_whose_branch_gives_a_rank_a_later_op_cannot_take_becomes_the_other_branch() -> None:
+    # a second If reads a copy of the same condition (Cast to bool of a bool, Identity): it is decided too
+    m = from_text(_rank_if(consumer="""y = Gemm(r, w)
+      c2 = Cast<to = 9>(c)
+      c3 = Identity(c2)
+      z = If(c3) <then_branch = g3 () => (float[N, 4] p) { p = Exp(x) }, else_branch = g4 () => (float[N, 4] q) { q = Sin(x) }>
+    """, out="float[N, 3] y, float[N, 4] z"), _RANK_INITS)
+    before = snapshot(m)
+    assert _scf(m) == {"if_conditions_pinned": 2, "ifs_constant_cond": 2, "nodes_moved": 2}
+    assert count_ops(m) == {"Neg": 1, "Gemm": 1, "Cast": 1, "Identity": 1, "Sin": 1}
+    assert_valid(m)
+    for a, b in zip(run(before, _feeds(False)), run(m, _feeds(False))):  # with c true, the original fails
+        np.testing.assert_allclose(b, a, rtol=1e-6)
+    with pytest.raises(Exception):
+        run(before, _feeds(True))
+    _idempotent(m)
+
+
+def test_rank_need_is_followed_through_unsqueeze_and_same_rank_ops() -> None:
+    # LSTM's initial_h must be 3-D: Unsqueeze(Relu(r)) is 3-D only for the 2-D branch
+    m = from_text(f"""
+    {H}
+    g (float[1, 4] x, bool c) => (float[1, 1, 2] y) {{
+      r = If(c) <then_branch = g1 () => (float[1, 1, 4] a) {{ a = Unsqueeze(x, zero) }},
+                 else_branch = g2 () => (float[1, 4] b) {{ b = Neg(x) }}>
+      h = Relu(r)
+      h3 = Unsqueeze(h, zero)
+      xs = Unsqueeze(x, zero)
+      _, y = LSTM<hidden_size = 4>(xs, wl, rl, , , h3)
+    }}
+    """, {"zero": np.array([0], np.int64), "wl": np.ones((1, 16, 4), np.float32) * 0.1,
+          "rl": np.ones((1, 16, 4), np.float32) * 0.1})
+    before = snapshot(m)
+    assert _scf(m)["ifs_constant_cond"] == 1
+    assert "If" not in op_types(m)
+    feeds = {"x": np.linspace(-1, 1, 4, dtype=np.float32).reshape(1, 4), "c": np.array(False)}
+    for a, b in zip(run(before, feeds), run(m, feeds)):
+        np.testing.assert_allclose(b, a, rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["reader_in_subgraph", "reader_not_live", "rank_only_declared", "both_fail",
+                                  "option_off"])
+def test_if_decided_by_rank_only_when_that_is_proven(case: str) -> None:
+    kw: dict[str, object] = {}
+    if case == "reader_in_subgraph":
+        # the Gemm runs only when another If takes its then branch
+        text = _rank_if(consumer="y = If(c) <then_branch = g5 () => (float[N, 3] p) { p = Gemm(r, w) }, "
+                                 "else_branch = g6 () => (float[N, 3] q) { q = Gemm(x, w) }>")
+    elif case == "reader_not_live":
+        text = _rank_if(consumer="dead = Gemm(r, w)  y = Gemm(x, w)")
+    elif case == "rank_only_declared":
+        # the then branch's output is declared 3-D, but its rank comes from an op we know nothing of
+        text = _rank_if(then="a = local.Thing(x)").replace('"" : 17]', '"" : 17, "local" : 1]')
+    elif case == "both_fail":
+        text = _rank_if(consumer="y = Gemm(r, w)  t = Transpose<perm = [0, 1, 2]>(r)", out="float[N, 3] y, float t")
+    else:
+        text = _rank_if()
+        kw = {"decide_by_rank": False}
+    assert_unchanged(from_text(text, _RANK_INITS), NAME, **kw)
+
+
+def test_a_condition_decided_inside_a_branch_is_pinned_only_there() -> None:
+    # inside k's then branch, c must be false (else the Gemm fails); the If outside that branch reads the same c
+    # and may run with c true (when k is false): it stays
+    m = from_text(f"""
+    {H}
+    g (float[N, 4] x, bool c, bool k) => (float[N, 3] y, float[N, 4] z) {{
+      y = If(k) <then_branch = g1 () => (float[N, 3] o1) {{
+                   r = If(c) <then_branch = g3 () => (float[1, N, 4] a) {{ a = Unsqueeze(x, zero) }},
+                              else_branch = g4 () => (float[N, 4] b) {{ b = Neg(x) }}>
+                   o1 = Gemm(r, w)
+                 }},
+                 else_branch = g2 () => (float[N, 3] o2) {{ o2 = Gemm(x, w) }}>
+      z = If(c) <then_branch = g5 () => (float[N, 4] p) {{ p = Exp(x) }}, else_branch = g6 () => (float[N, 4] q) {{ q = Sin(x) }}>
+    }}
+    """, _RANK_INITS)
+    before = snapshot(m)
+    assert _scf(m) == {"if_conditions_pinned": 1, "ifs_constant_cond": 1, "nodes_moved": 1}
+    assert count_ops(m) == {"If": 2, "Neg": 1, "Gemm": 2, "Exp": 1, "Sin": 1}
+    assert_valid(m)
+    for c, k in ((True, False), (False, False), (False, True)):  # every run of the original that succeeds
+        feeds = {**_feeds(c), "k": np.array(k)}
+        for a, b in zip(run(before, feeds), run(m, feeds)):
+            np.testing.assert_allclose(b, a, rtol=1e-6)
+    _idempotent(m)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import collections
 
 import numpy as np
+import onnx
+import onnx.parser
 
+import graphopt
 from graphopt.ir.core import Model, Node, Value
 from graphopt.ir.shapes import TensorType
 from graphopt.ir.verify import verify
@@ -229,6 +232,105 @@ def test_orphan_value_info_and_declarations_of_removed_values_go() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# If and Loop outputs nobody reads
+# ---------------------------------------------------------------------------------------------------------------
+IF_TWO_OUTPUTS = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N] x, bool c) => (float[N] y{extra_out}) {{
+  u = Exp(x)
+  y, z = If(c) <then_branch = g1 () => (float[N] a, float[N] a2) {{ a = Neg(x)  a2 = Sin(u) }},
+               else_branch = g2 () => (float[N] b, float[N] b2) {{ b = Abs(x)  b2 = Cos(u) }}>
+  {extra}
+}}
+"""
+
+
+def test_unread_if_output_goes_from_the_node_and_both_branches_with_what_computes_it() -> None:
+    m = from_text(IF_TWO_OUTPUTS.format(extra_out="", extra=""))
+    before = snapshot(m)
+    # z: the If's second output, then Sin and Cos in the branches, then Exp that only they read
+    assert _dce(m) == {"if_outputs_removed": 1, "nodes_removed": 3}
+    assert op_types(m) == ["If", "Neg", "Abs"]
+    if_node = list(m.graph)[0]
+    assert [v.name for v in if_node.outputs] == ["y"]
+    assert [[v.name for v in b.outputs] for b in if_node.subgraphs()] == [["a"], ["b"]]
+    _check(before, m)
+    _idempotent(m)
+
+
+def test_if_output_read_by_a_graph_output_or_inside_a_subgraph_stays() -> None:
+    # z is a model output; then z is read only inside another If's branch
+    for extra_out, extra in ((", float[N] z", ""),
+                             (", float[N] w", "w = If(c) <then_branch = g3 () => (float[N] p) { p = Relu(z) }, "
+                                              "else_branch = g4 () => (float[N] q) { q = Relu(x) }>")):
+        m = from_text(IF_TWO_OUTPUTS.format(extra_out=extra_out, extra=extra))
+        assert _dce(m) == {}
+
+
+LOOP = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N] x, int64 n) => (float[N] y{extra_out}) {{
+  x2 = Exp(x)
+  y, d, s1, s2 = Loop(n, "", x, x2) <body = body (int64 i, bool cin, float[N] acc, float[N] dacc)
+                                                => (bool cout, float[N] acc2, float[N] dacc2, float[N] o1, float[N] o2) {{
+    cout = Identity(cin)
+    acc2 = Add(acc, {acc_reads})
+    dacc2 = Mul(dacc, dacc)
+    o1 = Neg(acc2)
+    o2 = {o2}
+  }}>
+}}
+"""
+
+
+def _loop(extra_out: str = "", acc_reads: str = "acc", o2: str = "Abs(acc2)") -> Model:
+    return from_text(LOOP.format(extra_out=extra_out, acc_reads=acc_reads, o2=o2))
+
+
+def _run_loop(before: bytes, m: Model) -> None:
+    assert_valid(m)
+    for trips in (0, 1, 3):
+        feeds = {"x": np.linspace(-1, 1, 4, dtype=np.float32), "n": np.array(trips, np.int64)}
+        got = run(m, feeds)
+        want = run(before, feeds)
+        assert len(got) == len(want)
+        for a, b in zip(want, got):
+            np.testing.assert_allclose(b, a, rtol=1e-6)
+
+
+def test_unread_loop_scan_outputs_and_carried_values_go() -> None:
+    # s1, s2: scan outputs nobody reads; d: a carried value whose final value nobody reads and that the body uses
+    # only to compute its own next value. Exp(x), its initial value, goes with it.
+    m = _loop()
+    before = snapshot(m)
+    assert _dce(m) == {"loop_outputs_removed": 3, "nodes_removed": 4}
+    loop = list(m.graph)[0]
+    assert op_types(m) == ["Loop", "Identity", "Add"]
+    (body,) = loop.subgraphs()
+    assert [v.name for v in loop.outputs] == ["y"] and loop.num_inputs == 3
+    assert [v.name for v in body.inputs] == ["i", "cin", "acc"]
+    assert [v.name for v in body.outputs] == ["cout", "acc2"]
+    _run_loop(before, m)
+    _idempotent(m)
+
+
+def test_loop_outputs_that_are_read_stay() -> None:
+    # d's copy in the body feeds acc2, which is kept: d stays (its scan outputs still go)
+    m = _loop(acc_reads="dacc")
+    before = snapshot(m)
+    assert _dce(m) == {"loop_outputs_removed": 2, "nodes_removed": 2}
+    assert [v.name for v in list(m.graph)[1].outputs] == ["y", "d"]
+    _run_loop(before, m)
+    # a scan output that is a model output, and a carried value read by a kept scan output
+    m = _loop(extra_out=", float[M,N] s2", o2="Abs(dacc)")
+    before = snapshot(m)
+    assert _dce(m) == {"loop_outputs_removed": 1, "nodes_removed": 1}
+    assert [v.name for v in list(m.graph)[1].outputs] == ["y", "d", "s2"]
+    _run_loop(before, m)
+    _idempotent(m)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # functions and opset imports
 # ---------------------------------------------------------------------------------------------------------------
 FUNCS = """
@@ -357,3 +459,23 @@ def test_unused_subgraph_initializer_goes() -> None:
     assert list(list(m.graph)[0].subgraphs()[0].initializers) == ["k"]
     _check(before, m)
     _idempotent(m)
+
+
+def test_loop_carried_values_stay_when_the_body_holds_a_node_without_outputs() -> None:
+    # a node with no outputs is kept for an effect we cannot see, and it may read anything: d stays
+    mp = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17, "custom" : 1]>
+    g (float[N] x, int64 n) => (float[N] y) {
+      y, d = Loop(n, "", x, x) <body = body (int64 i, bool cin, float[N] acc, float[N] dacc)
+                                            => (bool cout, float[N] acc2, float[N] dacc2) {
+        cout = Identity(cin)
+        acc2 = Neg(acc)
+        dacc2 = Exp(dacc)
+        unused = custom.Print(dacc)
+      }>
+    }
+    """)
+    del mp.graph.node[0].attribute[0].g.node[3].output[:]
+    m = graphopt.load(mp)
+    assert _dce(m) == {}
+    assert [v.name for v in list(m.graph)[0].outputs] == ["y", "d"]

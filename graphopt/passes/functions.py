@@ -1,6 +1,6 @@
 """optimize-functions: model-local function bodies optimized like graphs, and inlined where that is safe.
 
-Bodies. Each model-local function's body is loaded as a graph of its own (:func:`graphopt.ir.functions.body_model`:
+Bodies. Each model-local function's body is loaded as a graph of its own (:func:`graphopt.ir.serde.functions.body_model`:
 the function's inputs and outputs, its own opset imports) and the pipeline's other passes run on it to a fixed point
 (dead code, duplicates, folding, no-ops, shapes, control flow, fusion: whatever the pipeline holds, with its
 options), in a context of its own so that the model's symbol table is left alone. Nodes with attribute references
@@ -18,7 +18,7 @@ its name). A call inside a body that passes on one of that body's attribute refe
 with attribute references, and stays a call. Refused, with the reason counted in the stats and logged:
 
 * a call with more inputs or outputs than the function declares;
-* a body whose opset imports conflict with the model's (:func:`graphopt.ir.functions.opset_conflict`: a domain the
+* a body whose opset imports conflict with the model's (:func:`graphopt.ir.serde.functions.opset_conflict`: a domain the
   model lacks is added; a domain at two versions is fine only where every op means the same in both);
 * an attribute reference to a graph attribute, or to an attribute of another type;
 * a function of a domain a runtime may implement natively (``com.microsoft``, onnx's own domains): the function is
@@ -38,7 +38,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..ir import functions as fns
+from ..ir.serde import functions as fns
 from ..ir.core import Model, Node, Value
 from .base import Pass, PassManager, PassResult, option
 

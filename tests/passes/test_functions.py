@@ -1,4 +1,4 @@
-"""Tests of the optimize-functions pass (graphopt/passes/functions.py) and its bridge (graphopt/ir/functions.py)."""
+"""Tests of the optimize-functions pass (graphopt/passes/functions.py) and its bridge (graphopt.ir.serde.functions.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 import graphopt
 from graphopt.ir.core import Model
-from graphopt.ir.functions import walk_nodes
+from graphopt.ir.serde.functions import walk_nodes
 from graphopt.testing import (assert_same_outputs, assert_unchanged, assert_valid, from_text, op_types, pass_stats,
                               run, run_pass, snapshot, to_proto)
 

@@ -14,7 +14,7 @@ given a private domain (:data:`REF_DOMAIN` + its own domain) while the body is a
 as an op it does not know (never folded, rewritten nor matched; it stays unless nothing reads it), and gets its
 domain back when the body is written.
 
-This module and :mod:`graphopt.ir.serde` are the IR's only bridges to onnx's protobuf messages.
+Part of :mod:`graphopt.ir.serde`, the IR's only bridge to onnx's protobuf messages.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 import onnx
 import onnx.defs
 
-from . import serde
-from .core import Model
+from .. import serde
+from ..core import Model
 
 #: Prefix of the private domain that hides a node with attribute references from the passes.
 REF_DOMAIN = "graphopt.attr-ref/"

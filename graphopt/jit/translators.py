@@ -173,6 +173,23 @@ _ORT_KINDS = {
 }
 
 
+# onnxruntime reports a model that breaks ONNX rules (types or shapes that contradict each other) with its generic
+# FAIL class; these words in the message make it an invalid model rather than one onnxruntime cannot run
+_ORT_INVALID = ("[ShapeInferenceError]", "[TypeInferenceError]", "This is an invalid model", "Type Error:",
+                "Duplicate definition", "SSA form")
+# ... unless the message is about what onnxruntime lacks: a custom op, a kernel, an opset it does not know yet
+_ORT_UNSUPPORTED = ("is not a registered function/op", "No Op registered", "Could not find an implementation",
+                    "NOT_IMPLEMENTED", "is under development", "not supported", "Unsupported")
+
+
+def _ort_says_invalid(msg: str) -> bool:
+    return any(w in msg for w in _ORT_INVALID)
+
+
+def _ort_lacks_support(msg: str) -> bool:
+    return any(w in msg for w in _ORT_UNSUPPORTED)
+
+
 def _ort_translator(kind: str) -> Translator:
     what, hint = _ORT_KINDS.get(kind, ("onnxruntime error", ""))
 
@@ -183,8 +200,12 @@ def _ort_translator(kind: str) -> Translator:
             msg = msg.rsplit(" : ", 1)[-1]
         if t.stage in ("load", "check") and kind in ("InvalidProtobuf", "NoModel"):
             return ModelDecodeError(f"{_where(t)}{what}: {msg}", hint=hint or None)
-        if t.stage in ("load", "check") and kind == "InvalidGraph":
-            return InvalidModelError(f"{_where(t)}{what}: {msg}", hint=hint or None)
+        if t.stage in ("load", "check") and not _ort_lacks_support(msg):
+            if kind == "InvalidGraph":
+                return InvalidModelError(f"{_where(t)}{what}: {msg}", hint=hint or None)
+            if _ort_says_invalid(msg):
+                return InvalidModelError(f"{_where(t)}onnxruntime refuses the model: {msg}",
+                                         hint="the model breaks ONNX rules that onnxruntime enforces; re-export it")
         err = RuntimeUnavailable(f"{_where(t)}{what}: {msg}", hint=hint or None)
         err.details["ort_error"] = kind
         return err

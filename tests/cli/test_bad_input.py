@@ -172,3 +172,26 @@ def test_disk_full_on_stdout_is_an_output_error() -> None:
                             "--no-validate"], stdout=full, stderr=subprocess.PIPE, timeout=300)
     assert r.returncode == 6, r.stderr.decode()
     assert "Traceback" not in r.stderr.decode() and "space" in r.stderr.decode()
+
+
+def test_validation_that_cannot_run_an_invalid_original_is_an_error_not_a_skip(tmp_path: Path) -> None:
+    # with onnx's checker off, onnxruntime is the one to find the contradicting shapes: still exit 3, not "skipped"
+    models = _invalid_models(tmp_path)
+    out = tmp_path / "out.onnx"
+    r = graphopt("optimize", str(models["contradicting shapes"]), "--no-check", "-o", str(out))
+    err = r.stderr.decode()
+    assert r.returncode == 3 and not out.exists(), err
+    assert "onnxruntime refuses the model" in err and "Incompatible dimensions" in err
+    # a model onnxruntime lacks an op for is not invalid: validation is skipped, with a warning, and it is written
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    x = h.make_tensor_value_info("x", T.FLOAT, [2])
+    mp = h.make_model(h.make_graph([h.make_node("Frob", ["x"], ["y"], domain="com.example")], "g", [x],
+                                   [h.make_tensor_value_info("y", T.FLOAT, [2])]),
+                      opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.example", 1)], ir_version=8)
+    custom = tmp_path / "custom.onnx"
+    onnx.save(mp, str(custom))
+    r = graphopt("optimize", str(custom), "-o", str(out))
+    assert r.returncode == 0 and out.exists(), r.stderr.decode()
+    assert "validation skipped" in r.stderr.decode()

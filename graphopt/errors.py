@@ -137,7 +137,7 @@ class InvalidModelError(ModelError):
 
 
 class ShapeInferenceError(InvalidModelError):
-    default_hint = "the model's shapes are inconsistent; re-export it, or use --skip-shape-inference"
+    default_hint = "the model's shapes are inconsistent; re-export it (--no-check skips onnx's checker)"
 
 
 class UnsupportedModelError(ModelError):

@@ -247,3 +247,28 @@ def test_the_dask_example_runs_as_written(tmp_path: Path) -> None:
     assert r.stdout.splitlines() == ["ok models/cnn.onnx -> models/cnn.opt.onnx 25 -> 11 nodes",
                                      "ok models/sub/if_model.onnx -> models/sub/if_model.opt.onnx 19 -> 6 nodes"]
     assert (tmp_path / "models" / "sub" / "if_model.opt.onnx").is_file()
+
+
+# ================================================================================================================
+# The README's CI snippets name what exists
+# ================================================================================================================
+def test_readme_ci_snippets_use_the_real_hooks_inputs_and_flags() -> None:
+    yaml = pytest.importorskip("yaml")
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### CI everywhere", 1)[1].split("\n### ", 1)[0]
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", section, flags=re.S)]
+    hook_ids = {h["id"] for h in yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())}
+    precommit = next(b for b in blocks if isinstance(b, dict) and "repos" in b)
+    assert {h["id"] for h in precommit["repos"][0]["hooks"]} <= hook_ids
+    assert "graphopt-check-optimized" in section
+    inputs = set(_action()["inputs"])
+    uses = [s for b in blocks if isinstance(b, dict) and "jobs" in b for job in b["jobs"].values()
+            for s in job["steps"] if "graphopt@" in s.get("uses", "")]
+    assert len(uses) == 2 and all(set(s.get("with", {})) <= inputs for s in uses)
+    matrix = next(b for b in blocks if isinstance(b, dict) and "jobs" in b and "strategy" in b["jobs"]["models"])
+    shards = matrix["jobs"]["models"]["strategy"]["matrix"]["shard"]
+    step = next(s for s in matrix["jobs"]["models"]["steps"] if "graphopt@" in s.get("uses", ""))
+    assert step["with"]["shard"] == "${{ matrix.shard }}/" + str(len(shards)) and shards == list(
+        range(1, len(shards) + 1))
+    gitlab = next(b for b in blocks if isinstance(b, dict) and "graphopt" in b)["graphopt"]
+    assert "--junit-xml graphopt.xml" in gitlab["script"] and gitlab["artifacts"]["reports"]["junit"] == "graphopt.xml"

@@ -45,8 +45,8 @@ from .options import (
 @handle_errors
 def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | None, in_place: bool,
                  no_metadata: bool, shard: str | None, preset: str | None, passes: tuple[str, ...],
-                 skip: tuple[str, ...], sets: tuple[str, ...],
-                 config_path: str | None, max_rounds: int | None, strict: bool | None, verify_each: bool, no_check: bool,
+                 skip: tuple[str, ...], sets: tuple[str, ...], config_path: str | None, max_rounds: int | None,
+                 strict: bool | None, verify_each: bool, no_check: bool,
                  validate: bool, seed: int, dims: tuple[str, ...], trials: int, inputs_npz: str | None,
                  rtol: float | None, atol: float | None, bench_runs: int, threads: int, ort_level: str,
                  do_bisect: bool, report_json: str | None, report_md: str | None, jobs: int,
@@ -85,8 +85,9 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
     if shard_kn is not None:
         st.info(escape(shard_text(shard_kn, len(job_list), shard_of)))
     reports = run_jobs(job_list, jobs, st, progress=(not quiet) and st.err.is_terminal)
-    code = finish(Report("optimize", reports, shard=shard_kn, shard_of=shard_of), st, human=human_console(st, quiet=quiet, to_stderr=st.model_to_stdout),
-                  report_json=report_json, report_md=report_md, verbose=verbose)
+    code = finish(Report("optimize", reports, shard=shard_kn, shard_of=shard_of), st,
+                  human=human_console(st, quiet=quiet, to_stderr=st.model_to_stdout), report_json=report_json,
+                  report_md=report_md, verbose=verbose)
     if code != EXIT_OK:
         sys.exit(code)
 

@@ -11,12 +11,14 @@ from graphopt.report import Report
 from graphopt.runner import Job
 
 from .common import State, common_options, handle_errors, setup_logging
-from .fanout import finish, human_console, run_jobs
+from .fanout import finish, human_console, run_jobs, write_report_file
 from .options import (
+    apply_shard,
     make_config,
     make_validate_options,
     pipeline_options,
     report_options,
+    shard_option,
     validation_options,
 )
 
@@ -25,12 +27,16 @@ from .options import (
 @click.argument("models", metavar="MODEL...", nargs=-1, required=True)
 @click.option("--fail-if-optimizable", is_flag=True,
               help="Exit 8 when a model is valid but graphopt would still change it.")
+@click.option("--junit-xml", metavar="FILE", help="Write JUnit XML: one test case per model (for CI systems that "
+              "show test results).")
+@shard_option
 @pipeline_options
 @validation_options
 @report_options
 @common_options
 @handle_errors
-def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, preset: str | None, passes: tuple[str, ...],
+def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, junit_xml: str | None, shard: str | None,
+              preset: str | None, passes: tuple[str, ...],
               skip: tuple[str, ...], sets: tuple[str, ...], config_path: str | None, max_rounds: int | None,
               strict: bool | None, verify_each: bool, no_check: bool, validate: bool, seed: int, dims: tuple[str, ...],
               trials: int, inputs_npz: str | None, rtol: float | None, atol: float | None, bench_runs: int,
@@ -48,10 +54,13 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, preset: str | 
       graphopt check models/*.onnx
       graphopt check model.onnx --fail-if-optimizable --report-json check.json
       graphopt check a.onnx b.onnx -j 2 --report-md "$GITHUB_STEP_SUMMARY"
+      graphopt check models/*.onnx --junit-xml graphopt.xml
+      graphopt check models/*.onnx --shard 2/4          # CI job 2 of 4
     """
     setup_logging(verbose, quiet)
     if "-" in models and len(models) > 1:
         raise click.UsageError("stdin ('-') can only be read as the only model")
+    selected, shard_kn, shard_of = apply_shard(models, shard)
     st = State(verbose, quiet, debug, model_to_stdout=report_json == "-")
     cfg = make_config(preset=preset, passes=passes, skip=skip, sets=sets, max_rounds=max_rounds, strict=strict,
                       config_path=config_path, verify_each=verify_each)
@@ -59,10 +68,15 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, preset: str | 
                                   bench_runs=bench_runs, threads=threads, ort_level=ort_level)
     stdin_data = sys.stdin.buffer.read() if models == ("-",) else None
     job_list = [Job("check", m, cfg, output=None, validate=validate, vopts=vopts, bisect=do_bisect,
-                    fail_if_optimizable=fail_if_optimizable, check=not no_check, debug=debug, data=stdin_data) for m in models]
+                    fail_if_optimizable=fail_if_optimizable, check=not no_check, debug=debug, data=stdin_data)
+                for m in selected]
     reports = run_jobs(job_list, jobs, st, progress=(not quiet) and st.err.is_terminal)
-    report = Report("check", reports)
+    report = Report("check", reports, shard=shard_kn, shard_of=shard_of)
     code = finish(report, st, human=human_console(st, quiet=quiet, to_stderr=report_json == "-"),
                   report_json=report_json, report_md=report_md, verbose=verbose)
+    if junit_xml is not None:
+        from graphopt.report import to_junit_xml
+
+        code = write_report_file(junit_xml, to_junit_xml(report), code)
     if code != EXIT_OK:
         sys.exit(code)

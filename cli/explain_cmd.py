@@ -51,7 +51,8 @@ def explain_cmd(input: str, rule: str | None, alone: bool, aggressive: bool, as_
             t.add_column(col, overflow="fold")
         for r in rows:
             lo, hi = r["opsets"]
-            t.add_row(r["name"], r["level"], f"{lo}.." + ("" if hi is None else str(hi)), escape(r["summary"]))
+            t.add_row(escape(r["name"]), escape(r["level"]), f"{lo}.." + ("" if hi is None else str(hi)),
+                      escape(r["summary"]))
         st.out.print(t)
         return
     model = read_model(input)

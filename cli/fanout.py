@@ -185,6 +185,19 @@ def finish(report: Report, st: State, *, human: Console | None, report_json: str
     return code
 
 
+def write_report_file(path: str, text: str, code: int) -> int:
+    """Write a report file (--junit-xml); on failure print the error and return the worse exit code."""
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        print_error(OutputError(f"{e.filename or path}: cannot write the report: {e.strerror or e}"))
+        from graphopt.report import worst_exit_code
+
+        return worst_exit_code([code, EXIT_OUTPUT])
+    return code
+
+
 def human_console(st: State, *, quiet: bool, to_stderr: bool) -> Console | None:
     """The console for the human report: stdout, or stderr when stdout carries the model or the JSON; None
     with -q. Off a terminal (CI logs, files) lines are 120 columns wide instead of rich's 80."""

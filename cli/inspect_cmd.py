@@ -12,11 +12,12 @@ from graphopt.errors import GraphoptError, InvalidModelError
 from graphopt.files import read_model
 from graphopt.jit import init
 from graphopt.pipeline import PipelineConfig
+from graphopt.provenance import describe, read_record
 from graphopt.report import fmt_bytes
 from graphopt.summary import summarize
 from graphopt.validate.gate import check_input
 
-from .common import State, common_options, handle_errors, setup_logging
+from .common import State, common_options, escape, handle_errors, setup_logging
 
 
 @click.command("inspect")
@@ -44,6 +45,7 @@ def inspect_cmd(input: str, as_json: bool, no_symbols: bool, no_check: bool, ver
     info: dict[str, Any] = summarize(model, path=None if input == "-" else input)
     if input == "-":
         info["file_bytes"] = model.meta.get("source_bytes")
+    info["graphopt"] = read_record(model.metadata_props)  # how graphopt made it (None: not made by graphopt)
     # the same validity gate as optimize and check: an invalid model is summarized as far as possible, then refused
     invalid: GraphoptError | None = None
     try:
@@ -69,18 +71,23 @@ def inspect_cmd(input: str, as_json: bool, no_symbols: bool, no_check: bool, ver
 
 
 def _render(st: State, input: str, info: dict[str, Any], sym: dict[str, Any]) -> None:
+    # every name here comes from the model or the command line: escaped, so that `[batch, seq]` or a node named
+    # `[bold]` is shown as written instead of being taken as rich markup
+    e = escape
     c = st.out
-    c.print(f"[bold]{'<stdin>' if input == '-' else input}[/]  {fmt_bytes(info['file_bytes'])}")
-    c.print(f"ir_version {info['ir_version']}  opsets "
-            + ", ".join(f"{d} {v}" for d, v in info["opsets"].items())
-            + (f"  producer {info['producer']}" if info["producer"] else ""))
+    c.print(f"[bold]{e('<stdin>' if input == '-' else input)}[/]  {fmt_bytes(info['file_bytes'])}")
+    c.print(e(f"ir_version {info['ir_version']}  opsets "
+              + ", ".join(f"{d} {v}" for d, v in info["opsets"].items())
+              + (f"  producer {info['producer']}" if info["producer"] else "")))
     c.print(f"nodes {info['nodes']} ({info['nodes_top_level']} top level, {info['subgraphs']} subgraphs)  "
             f"functions {info['functions']}  initializers {info['initializers']}  "
             f"parameters {info['parameters']:,} ({fmt_bytes(info['parameter_bytes'])})")
     ext = info["external_data"]
     if ext["tensors"]:
         c.print(f"external data: {ext['tensors']} tensors in " +
-                ", ".join(f"{f} ({fmt_bytes(b)})" for f, b in ext["files"].items()))
+                ", ".join(f"{e(str(f))} ({fmt_bytes(b)})" for f, b in ext["files"].items()))
+    if info.get("graphopt"):
+        c.print(f"made by {e(describe(info['graphopt']))}")
     io = Table(title="interface", show_header=True)
     io.add_column("")
     io.add_column("name")
@@ -88,13 +95,13 @@ def _render(st: State, input: str, info: dict[str, Any], sym: dict[str, Any]) ->
     io.add_column("shape")
     for kind in ("inputs", "outputs"):
         for v in info[kind]:
-            io.add_row(kind[:-1], v["name"], v["dtype"], v["shape_str"])
+            io.add_row(kind[:-1], e(str(v["name"])), e(str(v["dtype"])), e(str(v["shape_str"])))
     c.print(io)
     ops = Table(title="op types")
     ops.add_column("op")
     ops.add_column("count", justify="right")
     for op, n in info["op_types"].items():
-        ops.add_row(op, str(n))
+        ops.add_row(e(op), str(n))
     c.print(ops)
     syms = sym.get("symbols") if isinstance(sym, dict) else None
     if syms:
@@ -110,7 +117,8 @@ def _render(st: State, input: str, info: dict[str, Any], sym: dict[str, Any]) ->
         t.add_column("origin")
         t.add_column("unified with")
         for s in syms[:max_rows]:
-            t.add_row(str(s.get("name")), str(s.get("origin", "")), ", ".join(map(str, s.get("unified_with", []))))
+            t.add_row(e(str(s.get("name"))), e(str(s.get("origin", ""))),
+                      e(", ".join(map(str, s.get("unified_with", [])))))
         c.print(t)
         if sym.get("conflicts"):
-            c.print(f"[yellow]shape conflicts:[/] {len(sym['conflicts'])} (first: {sym['conflicts'][0]})")
+            c.print(f"[yellow]shape conflicts:[/] {len(sym['conflicts'])} (first: {e(str(sym['conflicts'][0]))})")

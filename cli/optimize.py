@@ -14,16 +14,18 @@ import click
 
 from graphopt.errors import EXIT_OK, OutputError, UsageError
 from graphopt.files import check_output_path, default_output
-from graphopt.report import Report
+from graphopt.report import Report, shard_text
 from graphopt.runner import Job, run_job
 
-from .common import State, common_options, handle_errors, setup_logging
+from .common import State, common_options, escape, handle_errors, setup_logging
 from .fanout import Steps, finish, human_console, run_jobs
 from .options import (
+    apply_shard,
     make_config,
     make_validate_options,
     pipeline_options,
     report_options,
+    shard_option,
     validation_options,
 )
 
@@ -33,14 +35,18 @@ from .options import (
 @click.option("-o", "--output", metavar="OUT", help="Output path ('-' = stdout). Default: <stem>.opt.onnx beside IN.")
 @click.option("--out-dir", metavar="DIR", help="Write each result as DIR/<name of its input> (created if needed).")
 @click.option("--in-place", is_flag=True, help="Allow overwriting IN with the result.")
+@click.option("--no-metadata", is_flag=True, help="Leave out the reproducibility record (the model's 'graphopt' "
+              "metadata_props entry: version, preset, the passes that changed something, non-default options).")
+@shard_option
 @pipeline_options
 @validation_options
 @report_options
 @common_options
 @handle_errors
 def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | None, in_place: bool,
-                 preset: str | None, passes: tuple[str, ...], skip: tuple[str, ...], sets: tuple[str, ...],
-                 config_path: str | None, max_rounds: int | None, strict: bool | None, verify_each: bool, no_check: bool,
+                 no_metadata: bool, shard: str | None, preset: str | None, passes: tuple[str, ...],
+                 skip: tuple[str, ...], sets: tuple[str, ...], config_path: str | None, max_rounds: int | None,
+                 strict: bool | None, verify_each: bool, no_check: bool,
                  validate: bool, seed: int, dims: tuple[str, ...], trials: int, inputs_npz: str | None,
                  rtol: float | None, atol: float | None, bench_runs: int, threads: int, ort_level: str,
                  do_bisect: bool, report_json: str | None, report_md: str | None, jobs: int,
@@ -54,9 +60,15 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
       graphopt optimize model.onnx --dim batch=8 --trials 5 --seed 1
       graphopt optimize model.onnx --inputs sample.npz --atol 1e-3
       graphopt optimize a.onnx b.onnx --out-dir opt/ -j 2
+      graphopt optimize models/*.onnx --out-dir opt/ --shard 1/4   # CI job 1 of 4
       cat model.onnx | graphopt optimize - -o - > out.onnx
     """
     setup_logging(verbose, quiet)
+    if shard is not None and output is not None:
+        raise UsageError("--shard splits several models: write them with --out-dir DIR (or beside their inputs), "
+                         "not -o")
+    selected, shard_kn, shard_of = apply_shard(inputs, shard)
+    inputs = tuple(selected)
     outs = plan_outputs(inputs, output, out_dir, in_place)
     if outs == ["-"] and report_json == "-":
         raise UsageError("stdout carries the model (-o -): write the JSON report to a file",
@@ -68,10 +80,14 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
                                   bench_runs=bench_runs, threads=threads, ort_level=ort_level)
     stdin_data = sys.stdin.buffer.read() if inputs == ("-",) else None
     job_list = [Job("optimize", inp, cfg, output=out, in_place=in_place, validate=validate, vopts=vopts,
-                    bisect=do_bisect, check=not no_check, debug=debug, data=stdin_data) for inp, out in zip(inputs, outs)]
+                    bisect=do_bisect, check=not no_check, metadata=not no_metadata, debug=debug, data=stdin_data)
+                for inp, out in zip(inputs, outs)]
+    if shard_kn is not None:
+        st.info(escape(shard_text(shard_kn, len(job_list), shard_of)))
     reports = run_jobs(job_list, jobs, st, progress=(not quiet) and st.err.is_terminal)
-    code = finish(Report("optimize", reports), st, human=human_console(st, quiet=quiet, to_stderr=st.model_to_stdout),
-                  report_json=report_json, report_md=report_md, verbose=verbose)
+    code = finish(Report("optimize", reports, shard=shard_kn, shard_of=shard_of), st,
+                  human=human_console(st, quiet=quiet, to_stderr=st.model_to_stdout), report_json=report_json,
+                  report_md=report_md, verbose=verbose)
     if code != EXIT_OK:
         sys.exit(code)
 

@@ -93,6 +93,24 @@ def report_options(fn: F) -> F:
     return fn
 
 
+def shard_option(fn: F) -> F:
+    """--shard K/N: this CI job's part of the models (optimize and check)."""
+    return click.option("--shard", metavar="K/N",
+                        help="Process only shard K of N (1-based) of the models: a stable split by path, so that N "
+                        "CI jobs given the same models cover each exactly once.")(fn)
+
+
+def apply_shard(models: tuple[str, ...], shard: str | None) -> tuple[list[str], tuple[int, int] | None, int | None]:
+    """The models of this shard, the shard (K, N) and the number of distinct models over all shards; the models
+    unchanged without --shard."""
+    if shard is None:
+        return list(models), None, None
+    from graphopt.files import parse_shard, select_shard, shard_key
+
+    k, n = parse_shard(shard)
+    return select_shard(list(models), k, n), (k, n), len({shard_key(m) for m in models})
+
+
 def parse_dims(dims: tuple[str, ...]) -> dict[str, int]:
     out: dict[str, int] = {}
     for d in dims:

@@ -11,7 +11,7 @@ from rich.table import Table
 from graphopt.jit import init
 from graphopt.pipeline import PRESETS, PipelineConfig, preset_passes
 
-from .common import State, common_options, handle_errors, setup_logging
+from .common import State, common_options, escape, handle_errors, setup_logging
 
 
 def pass_catalog(ctx: Any) -> list[dict[str, Any]]:
@@ -52,12 +52,14 @@ def passes_cmd(as_json: bool, verbose: int, quiet: bool, debug: bool) -> None:
         click.echo(json.dumps({"passes": cat, "warnings": ctx.warnings}, indent=2, default=str))
         return
     for w in ctx.warnings:
-        st.err.print(f"[yellow]warning:[/] {w}")
+        st.err.print(f"[yellow]warning:[/] {escape(str(w))}")
     t = Table(title="graphopt passes", show_lines=False)
     for col in ("pass", "kind", "presets", "description", "options (default)"):
         t.add_column(col, overflow="fold")
     for p in cat:
+        # plugin passes bring their own names, summaries and defaults: escaped, never taken as rich markup
         opts = "\n".join(f"{o['name']}={o['default']!r}" for o in p["options"]) or "-"
-        origin = "" if p["origin"] == "builtin" else f" [dim]({p['origin']})[/]"
-        t.add_row(p["name"] + origin, p["kind"], " ".join("-" + x for x in p["presets"]) or "-", p["summary"], opts)
+        origin = "" if p["origin"] == "builtin" else f" [dim]({escape(str(p['origin']))})[/]"
+        t.add_row(escape(p["name"]) + origin, escape(str(p["kind"])),
+                  escape(" ".join("-" + x for x in p["presets"]) or "-"), escape(str(p["summary"])), escape(opts))
     st.out.print(t)

@@ -103,7 +103,7 @@ def optimize_file(path: PathLike, output: PathLike | None = None, *, config: Pip
                   options: Mapping[str, Mapping[str, Any]] | None = None, max_rounds: int | None = None,
                   strict: bool | None = None, validate: bool = True,
                   validate_options: ValidateOptions | Mapping[str, Any] | None = None, bisect: bool = True,
-                  checker: bool = True, in_place: bool = False, raise_on_error: bool = False,
+                  checker: bool = True, in_place: bool = False, metadata: bool = True, raise_on_error: bool = False,
                   on_step: Callable[[str], None] | None = None) -> ModelReport:
     """Optimize the model at `path` and write it to `output` (default: ``<stem>.opt.onnx`` beside it), as
     ``graphopt optimize`` does: validated with onnxruntime unless ``validate=False``, bisected on a mismatch,
@@ -113,12 +113,15 @@ def optimize_file(path: PathLike, output: PathLike | None = None, *, config: Pip
     O2), `passes`, `skip`, `options` (``{pass: {option: value}}``), `max_rounds` and `strict`; no pyproject.toml is
     read. `validate_options` is a :class:`~graphopt.validate.ValidateOptions` or a dict of its fields.
     ``checker=False`` (``--no-check``) leaves onnx's checker out of the validity checks of the input and the
-    result; graphopt's own structural checks always run.
+    result; graphopt's own structural checks always run. ``metadata=False`` (``--no-metadata``) leaves out the
+    reproducibility record (the ``graphopt`` entry of the model's ``metadata_props``, see
+    :mod:`graphopt.provenance`).
     """
     src = os.fspath(path)
     out = os.fspath(output) if output is not None else (src if in_place else default_output(src))
     job = Job("optimize", src, _config(config, preset, passes, skip, options, max_rounds, strict), output=out,
-              in_place=in_place, validate=validate, vopts=_vopts(validate_options), bisect=bisect, check=checker)
+              in_place=in_place, validate=validate, vopts=_vopts(validate_options), bisect=bisect, check=checker,
+              metadata=metadata)
     return execute(job, on_step, raise_on_error=raise_on_error).report
 
 
@@ -143,7 +146,8 @@ def optimize(model: Model | PathLike | bytes | Any, *, config: PipelineConfig | 
              options: Mapping[str, Mapping[str, Any]] | None = None, max_rounds: int | None = None,
              strict: bool = False, validate: bool = False,
              validate_options: ValidateOptions | Mapping[str, Any] | None = None, bisect: bool = True,
-             checker: bool = True, return_report: bool = False, raise_on_error: bool | None = None) -> Any:
+             checker: bool = True, metadata: bool = True, return_report: bool = False,
+             raise_on_error: bool | None = None) -> Any:
     """Optimize a model and return it in the caller's terms: an ``onnx.ModelProto`` for a ModelProto, bytes or a
     path; a graphopt :class:`Model` (optimized in place, unless bisection had to rebuild it) for a Model.
 
@@ -151,13 +155,14 @@ def optimize(model: Model | PathLike | bytes | Any, *, config: PipelineConfig | 
     CLI does. With ``return_report=True`` the result is an :class:`OptimizeResult` whose ``report`` is the
     :class:`~graphopt.report.ModelReport`; errors then stay in the report unless ``raise_on_error=True``. Without
     it there is nowhere to put an error, so it is raised (``raise_on_error`` defaults to ``not return_report``).
+    The result carries the reproducibility record in its ``metadata_props`` unless ``metadata=False``.
     """
     import onnx
 
     raise_on_error = (not return_report) if raise_on_error is None else raise_on_error
     cfg = _config(config, preset, passes, skip, options, max_rounds, strict)
     vopts = _vopts(validate_options)
-    kw = {"validate": validate, "vopts": vopts, "bisect": bisect, "check": checker}
+    kw = {"validate": validate, "vopts": vopts, "bisect": bisect, "check": checker, "metadata": metadata}
     if isinstance(model, Model):
         job = Job("optimize", "<model>", cfg, model=model, **kw)  # type: ignore[arg-type]
     elif isinstance(model, onnx.ModelProto):

@@ -185,10 +185,17 @@ class Report:
 
     command: str
     models: list[ModelReport] = field(default_factory=list)
+    shard: tuple[int, int] | None = None   # (K, N) of --shard K/N
+    shard_of: int | None = None            # with a shard: the distinct models given, over all shards
 
     @property
     def exit_code(self) -> int:
         return worst_exit_code(m.exit_code for m in self.models)
+
+    @property
+    def shard_text(self) -> str:
+        """``"shard 2/4: 3 of 10 model(s)"``, or "" without --shard."""
+        return shard_text(self.shard, len(self.models), self.shard_of)
 
     def to_dict(self) -> dict[str, Any]:
         from .version import __version__
@@ -206,11 +213,20 @@ class Report:
             "summary": {"models": len(self.models), "by_status": by_status,
                         "recovered": sum(1 for m in self.models if m.recovered),
                         "nodes_before": sum(nb), "nodes_after": sum(na)},
+            "shard": None if self.shard is None else {"index": self.shard[0], "count": self.shard[1],
+                                                      "models": len(self.models), "of": self.shard_of},
             "models": [m.to_dict() for m in self.models],
         }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+def shard_text(shard: tuple[int, int] | None, models: int, of: int | None) -> str:
+    """``"shard 2/4: 3 of 10 model(s)"`` (this shard's models of all), or "" for no shard."""
+    if shard is None:
+        return ""
+    return f"shard {shard[0]}/{shard[1]}: {models} of {of} model(s)"
 
 
 def _jsonable(v: Any) -> Any:
@@ -318,7 +334,9 @@ def render_summary(report: Report, console: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=f"graphopt {report.command}: {len(report.models)} model(s)", title_justify="left")
+    title = f"graphopt {report.command}: " + (escape(report.shard_text) if report.shard else
+                                               f"{len(report.models)} model(s)")
+    t = Table(title=title, title_justify="left")
     for col, just in (("model", "left"), ("status", "left"), ("nodes", "right"), ("removed", "right"),
                       ("size", "right"), ("validation", "left"), ("time", "right")):
         t.add_column(col, justify=just, no_wrap=col != "model", overflow="fold")  # type: ignore[arg-type]
@@ -380,7 +398,7 @@ def render_model(m: ModelReport, console: Any, *, verbose: int = 0) -> None:
         t.add_column("summary", overflow="fold")
         t.add_column("time", justify="right")
         for st in m.init_steps:
-            t.add_row(f"{st.get('index')}. {st.get('name')}", escape(str(st.get("summary", ""))),
+            t.add_row(escape(f"{st.get('index')}. {st.get('name')}"), escape(str(st.get("summary", ""))),
                       fmt_seconds(st.get("seconds")))
         console.print(t)
 
@@ -480,7 +498,7 @@ def render_validation(v: ValidationResult, console: Any) -> None:
         t.add_column(col, justify="right" if col.startswith("max") else "left")
     for o in v.outputs:
         res = "[green]ok[/]" if o.ok else f"[red]FAIL[/] {escape(o.reason or '')}"
-        t.add_row(escape(o.name), escape(str(o.dtype)), "-" if o.shape is None else str(o.shape),
+        t.add_row(escape(o.name), escape(str(o.dtype)), "-" if o.shape is None else escape(str(o.shape)),
                   fmt_num(o.max_abs), fmt_num(o.max_rel), res)
     console.print(t)
     if v.failed and v.reason:
@@ -513,7 +531,7 @@ def render_bisection(b: BisectResult, console: Any) -> None:
 # ================================================================================================================
 def to_markdown(report: Report) -> str:
     """A markdown summary: one table row per model, then culprits and errors."""
-    lines = [f"### graphopt {report.command}", "",
+    lines = [f"### graphopt {report.command}" + (f" ({report.shard_text})" if report.shard else ""), "",
              "| model | status | nodes | size | validation | max abs diff | latency | time |",
              "|---|---|---:|---:|---|---:|---:|---:|"]
     notes: list[str] = []
@@ -548,3 +566,89 @@ def to_markdown(report: Report) -> str:
         lines.append("")
     lines.append(f"exit code: {report.exit_code}")
     return "\n".join(lines) + "\n"
+
+
+# ================================================================================================================
+# JUnit XML (CI systems that show test results)
+# ================================================================================================================
+# The model's fault (what a test failure means) vs. a run that could not judge the model (a JUnit error).
+_JUNIT_FAILURES = frozenset({EXIT_MISMATCH, EXIT_INVALID_MODEL, EXIT_PASS_FAILED, EXIT_OPTIMIZABLE})
+
+
+def _xml_text(s: str) -> str:
+    """`s` without the characters XML 1.0 cannot hold (control characters other than tab and newlines), each
+    written as \\xNN instead: a model path or an error message must not make the whole file unreadable."""
+    import re
+
+    return re.sub("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]", lambda m: f"\\x{ord(m.group()):02x}", s)
+
+
+def _one_line(s: str) -> str:
+    return " ".join(s.split())
+
+
+def to_junit_xml(report: Report) -> str:
+    """The report as JUnit XML, the format Jenkins, GitLab, Azure Pipelines and GitHub test-report actions read:
+    one ``testsuite`` with one ``testcase`` per model (name: the model's path; classname: ``graphopt.<command>``;
+    time: optimize plus validate seconds).
+
+    A model graphopt found wrong (invalid, mismatch, a pass failed under --strict, optimizable under
+    --fail-if-optimizable) is a ``failure``; a run that could not judge it (an internal error, out of memory, the
+    result could not be written) is an ``error``. Both carry the one-line error as ``message`` and the error, its
+    hint and the exit code as text. A valid model whose validation onnxruntime could not run is ``skipped`` (with
+    the reason): it fails nothing, as the exit code does not, but it stands out. Everything else passes, with its
+    one-line result as ``system-out``."""
+    import xml.etree.ElementTree as ET
+
+    from .version import __version__
+
+    cases = []
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    total = 0.0
+    for m in report.models:
+        seconds = m.timings_optimize.get("total", 0.0) + m.timings_validate.get("total", 0.0)
+        total += seconds
+        case = ET.Element("testcase", {"name": _xml_text(m.input), "classname": f"graphopt.{report.command}",
+                                       "file": _xml_text(m.input), "time": f"{seconds:.3f}"})
+        counts["tests"] += 1
+        if m.error is not None:
+            kind = "failure" if m.exit_code in _JUNIT_FAILURES else "error"
+            counts["failures" if kind == "failure" else "errors"] += 1
+            msg = _one_line(str(m.error.get("message", "")))
+            body = [f"{m.status}: {msg}"]
+            if m.error.get("hint"):
+                body.append(f"hint: {_one_line(str(m.error['hint']))}")
+            body.append(f"exit code {m.exit_code}")
+            el = ET.SubElement(case, kind, {"message": _xml_text(msg), "type": _xml_text(str(m.error.get("type")
+                                                                                             or m.status))})
+            el.text = _xml_text("\n".join(body))
+        elif m.validation is not None and m.validation.skipped:
+            counts["skipped"] += 1
+            ET.SubElement(case, "skipped", {"message": _xml_text(_one_line(
+                f"validation skipped: {m.validation.reason or ''}"))})
+        if m.error is None:
+            out = ET.SubElement(case, "system-out")
+            out.text = _xml_text(_plain_line(m, report.command))
+        if m.warnings:
+            err = ET.SubElement(case, "system-err")
+            err.text = _xml_text("\n".join(f"warning: {w}" for w in m.warnings))
+        cases.append(case)
+    name = f"graphopt {report.command}" + (f" (shard {report.shard[0]}/{report.shard[1]})" if report.shard else "")
+    attrs = {k: str(v) for k, v in counts.items()}
+    root = ET.Element("testsuites", {"name": name, **attrs, "time": f"{total:.3f}"})
+    suite = ET.SubElement(root, "testsuite", {"name": name, **attrs, "time": f"{total:.3f}"})
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", {"name": "graphopt.version", "value": __version__})
+    ET.SubElement(props, "property", {"name": "graphopt.exit_code", "value": str(report.exit_code)})
+    if report.shard:
+        ET.SubElement(props, "property", {"name": "graphopt.shard", "value": f"{report.shard[0]}/{report.shard[1]}"})
+    suite.extend(cases)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _plain_line(m: ModelReport, command: str) -> str:
+    """:func:`one_line` without rich markup (unescaped)."""
+    from rich.text import Text
+
+    return Text.from_markup(one_line(m, command)).plain

@@ -53,6 +53,7 @@ class Job:
     bisect: bool = True
     check: bool = True                # onnx's checker in the validity gate (--no-check); structure always
     fail_if_optimizable: bool = False
+    metadata: bool = True             # the result gets the reproducibility record (graphopt.provenance)
     debug: bool = False
     data: bytes | None = field(default=None, repr=False)   # the input's bytes (stdin, read up front; in-memory)
     model: Model | None = field(default=None, repr=False)  # an in-memory model (graphopt.optimize)
@@ -192,6 +193,7 @@ def _verify(job: Job, out: Outcome, source: ModelSource, interface: Interface, s
     failure is graphopt's bug: the culprit pass is found, and the run ends with an internal error."""
     assert out.model is not None
     rep = out.report
+    _stamp_record(job, out)
     step("verifying the optimized model")
     t0 = time.perf_counter()
     data = None
@@ -210,6 +212,22 @@ def _verify(job: Job, out: Outcome, source: ModelSource, interface: Interface, s
             + (f"; --skip {culprit[0]} avoids it" if culprit else ""),
             details={"problems": problems, "culprit": culprit[0] if culprit else None})
     return data
+
+
+def _stamp_record(job: Job, out: Outcome) -> None:
+    """The result of `optimize` gets its reproducibility record (before the output gate serializes it; again after
+    bisection rebuilt the model), or without `job.metadata` none, not even the input's. `check` writes nothing and
+    stamps nothing."""
+    from .provenance import RECORD_KEY, make_record, stamp
+
+    if job.command != "optimize" or out.model is None or out.record is None or out.ctx is None:
+        return
+    if not job.metadata:
+        out.model.metadata_props.pop(RECORD_KEY, None)
+        return
+    changed = [r.name for r in out.record.passes if r.changed and not r.rolled_back]
+    stamp(out.model, make_record(config=job.config, pipeline=out.ctx.pipeline, passes_changed=changed,
+                                 disabled=out.report.disabled), changed=bool(changed))
 
 
 def _serialize_for_check(model: Model) -> bytes | None:

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("jit", "pipeline"),
     ("rewrite",),
     ("passes",),
-    ("validate", "summary"),
+    ("validate", "summary", "provenance"),
     ("report",),
     ("runner",),
     ("api", "testing", "__init__"),

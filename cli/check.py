@@ -35,7 +35,7 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, preset: str | 
               strict: bool | None, verify_each: bool, no_check: bool, validate: bool, seed: int, dims: tuple[str, ...],
               trials: int, inputs_npz: str | None, rtol: float | None, atol: float | None, bench_runs: int,
               threads: int, ort_level: str, do_bisect: bool, report_json: str | None, report_md: str | None,
-              jobs: int, verbose: int, quiet: bool, debug: bool) -> None:
+              report_html: str | None, jobs: int, verbose: int, quiet: bool, debug: bool) -> None:
     """Check models for CI: onnx.checker, onnxruntime, and an in-memory -O2 run that must validate.
 
     For each model: the ONNX checker's full check, a load in onnxruntime, the pipeline (-O2 unless told otherwise)
@@ -48,6 +48,7 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, preset: str | 
       graphopt check models/*.onnx
       graphopt check model.onnx --fail-if-optimizable --report-json check.json
       graphopt check a.onnx b.onnx -j 2 --report-md "$GITHUB_STEP_SUMMARY"
+      graphopt check models/*.onnx --report-html check.html   # one page, pictures of what would change
     """
     setup_logging(verbose, quiet)
     if "-" in models and len(models) > 1:
@@ -59,10 +60,12 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, preset: str | 
                                   bench_runs=bench_runs, threads=threads, ort_level=ort_level)
     stdin_data = sys.stdin.buffer.read() if models == ("-",) else None
     job_list = [Job("check", m, cfg, output=None, validate=validate, vopts=vopts, bisect=do_bisect,
-                    fail_if_optimizable=fail_if_optimizable, check=not no_check, debug=debug, data=stdin_data) for m in models]
+                    fail_if_optimizable=fail_if_optimizable, check=not no_check, debug=debug, data=stdin_data,
+                    graph_diff=report_html is not None) for m in models]
     reports = run_jobs(job_list, jobs, st, progress=(not quiet) and st.err.is_terminal)
     report = Report("check", reports)
     code = finish(report, st, human=human_console(st, quiet=quiet, to_stderr=report_json == "-"),
-                  report_json=report_json, report_md=report_md, verbose=verbose)
+                  report_json=report_json, report_md=report_md, verbose=verbose,
+                  report_html=report_html)
     if code != EXIT_OK:
         sys.exit(code)

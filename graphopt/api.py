@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .files import default_output
+from .html_report import to_html, write_html
 from .ir import serde
 from .ir.core import Model
 from .jit.context import JitContext, init
@@ -103,8 +104,8 @@ def optimize_file(path: PathLike, output: PathLike | None = None, *, config: Pip
                   options: Mapping[str, Mapping[str, Any]] | None = None, max_rounds: int | None = None,
                   strict: bool | None = None, validate: bool = True,
                   validate_options: ValidateOptions | Mapping[str, Any] | None = None, bisect: bool = True,
-                  checker: bool = True, in_place: bool = False, raise_on_error: bool = False,
-                  on_step: Callable[[str], None] | None = None) -> ModelReport:
+                  checker: bool = True, in_place: bool = False, graph_diff: bool = False,
+                  raise_on_error: bool = False, on_step: Callable[[str], None] | None = None) -> ModelReport:
     """Optimize the model at `path` and write it to `output` (default: ``<stem>.opt.onnx`` beside it), as
     ``graphopt optimize`` does: validated with onnxruntime unless ``validate=False``, bisected on a mismatch,
     written atomically, never over the input unless ``in_place=True``.
@@ -113,12 +114,14 @@ def optimize_file(path: PathLike, output: PathLike | None = None, *, config: Pip
     O2), `passes`, `skip`, `options` (``{pass: {option: value}}``), `max_rounds` and `strict`; no pyproject.toml is
     read. `validate_options` is a :class:`~graphopt.validate.ValidateOptions` or a dict of its fields.
     ``checker=False`` (``--no-check``) leaves onnx's checker out of the validity checks of the input and the
-    result; graphopt's own structural checks always run.
+    result; graphopt's own structural checks always run. ``graph_diff=True`` records what changed in the graph
+    (``report.graph_diff``), which :func:`write_html` draws.
     """
     src = os.fspath(path)
     out = os.fspath(output) if output is not None else (src if in_place else default_output(src))
     job = Job("optimize", src, _config(config, preset, passes, skip, options, max_rounds, strict), output=out,
-              in_place=in_place, validate=validate, vopts=_vopts(validate_options), bisect=bisect, check=checker)
+              in_place=in_place, validate=validate, vopts=_vopts(validate_options), bisect=bisect, check=checker,
+              graph_diff=graph_diff)
     return execute(job, on_step, raise_on_error=raise_on_error).report
 
 
@@ -127,14 +130,14 @@ def check_file(path: PathLike, *, config: PipelineConfig | None = None, preset: 
                options: Mapping[str, Mapping[str, Any]] | None = None, max_rounds: int | None = None,
                strict: bool | None = None, validate: bool = True,
                validate_options: ValidateOptions | Mapping[str, Any] | None = None, bisect: bool = True,
-               checker: bool = True, fail_if_optimizable: bool = False, raise_on_error: bool = False,
-               on_step: Callable[[str], None] | None = None) -> ModelReport:
+               checker: bool = True, fail_if_optimizable: bool = False, graph_diff: bool = False,
+               raise_on_error: bool = False, on_step: Callable[[str], None] | None = None) -> ModelReport:
     """Check the model at `path` as ``graphopt check`` does: the validity checks, onnxruntime, the pipeline in
     memory and validation of its result; nothing is written. With `fail_if_optimizable` a model graphopt would
     still change gets exit code 8. Options as for :func:`optimize_file`."""
     job = Job("check", os.fspath(path), _config(config, preset, passes, skip, options, max_rounds, strict),
               validate=validate, vopts=_vopts(validate_options), bisect=bisect, check=checker,
-              fail_if_optimizable=fail_if_optimizable)
+              fail_if_optimizable=fail_if_optimizable, graph_diff=graph_diff)
     return execute(job, on_step, raise_on_error=raise_on_error).report
 
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ir.core import Graph, Model, Node, Value
+from .ir.core import AttrType, Graph, Model, Node, Value
 from .ir.shapes import TensorType, format_shape
 from .ir.tensors import Tensor, dtype_name
 
@@ -336,11 +336,11 @@ def _names(values: Iterable[Value | None]) -> list[str]:
 
 
 def _same_attr(x: Any, y: Any) -> bool:
-    px, py = x.proto, y.proto
-    if px is not None and py is not None:
-        return bool(px == py)
     if x.type != y.type:
         return False
+    px, py = x.proto, y.proto
+    if px is not None and py is not None and x.type not in (AttrType.GRAPH, AttrType.GRAPHS):
+        return bool(px == py)  # as loaded; a subgraph's message lost its lists to the IR at load: compare the IR
     return _same_value(x.value, y.value)
 
 

@@ -2,9 +2,9 @@
 fetched at view time: a Content-Security-Policy forbids it) that shows a whole :class:`~graphopt.report.Report`.
 
 Per model, in this order and each only when there is something to show: the summary (sizes, nodes, times,
-pipeline), the error, the passes, the op types before and after (a chart), the shape symbols, validation (the
-per-output table and the onnxruntime timings), bisection, what changed in the graph (pictures of each changed
-region, before and after), warnings. A page of several models (or of ``check``) starts with a table of the models
+pipeline), the error, what changed in the graph (pictures of each changed region, before and after), the passes,
+the op types before and after (a chart), the shape symbols, validation (the per-output table and the onnxruntime
+timings), bisection, warnings. A page of several models (or of ``check``) starts with a table of the models
 linking to their sections.
 
 Every piece of user text (paths, node and value names, error messages) is escaped. The same report gives the same
@@ -189,6 +189,8 @@ def _model(m: ModelReport, mid: str, svgs: Mapping[str, str], why: str | None, f
         parts.append(_summary(m, mid))
     if m.error is not None:
         parts.append(_error(m, mid))
+    if m.graph_diff is not None:  # first: people would rather look than read
+        parts.append(_changes(m.graph_diff, mid, svgs, why, failed))
     if m.passes:
         parts.append(_passes(m, mid))
     if m.op_types:
@@ -199,8 +201,6 @@ def _model(m: ModelReport, mid: str, svgs: Mapping[str, str], why: str | None, f
         parts.append(_validation(m.validation, mid))
     if m.bisection is not None:
         parts.append(_bisection(m.bisection, mid))
-    if m.graph_diff is not None:
-        parts.append(_changes(m.graph_diff, mid, svgs, why, failed))
     if m.warnings:
         parts.append(f'<section id="{mid}-warnings" data-section="warnings"><h3>Warnings</h3>'
                      '<ul class="warnings">' + "".join(f"<li>{_e(w)}</li>" for w in m.warnings) + "</ul></section>")

@@ -48,15 +48,24 @@ def _short(s: str, n: int = MAX_LABEL) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
+# ``dot`` expands backslash sequences (\N: the node's name, \G, \n ...) in labels and tooltips, even in
+# HTML-like labels and through escaping (how many times it unescapes differs between Graphviz versions). User text
+# goes to ``dot`` with this private-use character in place of every backslash, and comes back in the SVG.
+_BACKSLASH = "\ue000"
+
+
+def _plain(s: str) -> str:
+    return s.replace(_BACKSLASH, "\ufffd").replace("\\", _BACKSLASH)
+
+
 def _html(s: str) -> str:
-    """Text for a Graphviz HTML-like label: markup escaped, and backslashes too (``dot`` would expand ``\\N``,
-    ``\\G`` ... even there)."""
-    return escape(s).replace("\\", "&#92;")
+    """Text for a Graphviz HTML-like label: markup escaped, no backslash."""
+    return escape(_plain(s))
 
 
 def _esc(s: str) -> str:
-    """Text for a plain Graphviz attribute (an escString): backslashes doubled."""
-    return s.replace("\\", "\\\\")
+    """Text for a plain Graphviz attribute (an escString): no backslash, quotes are the graphviz package's job."""
+    return _plain(s)
 
 
 def compact_type(t: str | None) -> str:
@@ -130,7 +139,7 @@ _SIZE = re.compile(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"')
 
 
 def _clean(svg: str, pid: str) -> str:
-    svg = _PROLOG.sub("", svg).strip()
+    svg = _PROLOG.sub("", svg).strip().replace(_BACKSLASH, "\\")
     # dot's wrapper of a node with a tooltip gets the id "a_" + the node's id: still unique, keep it; the page
     # sizes pictures with CSS (a picture never overflows its column), from the natural size dot gives
     svg = _SIZE.sub(lambda m: f'<svg class="graph" data-picture="{pid}" width="{m.group(1)}pt" '

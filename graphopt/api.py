@@ -146,7 +146,8 @@ def optimize(model: Model | PathLike | bytes | Any, *, config: PipelineConfig | 
              options: Mapping[str, Mapping[str, Any]] | None = None, max_rounds: int | None = None,
              strict: bool = False, validate: bool = False,
              validate_options: ValidateOptions | Mapping[str, Any] | None = None, bisect: bool = True,
-             checker: bool = True, return_report: bool = False, raise_on_error: bool | None = None) -> Any:
+             checker: bool = True, graph_diff: bool = False, return_report: bool = False,
+             raise_on_error: bool | None = None) -> Any:
     """Optimize a model and return it in the caller's terms: an ``onnx.ModelProto`` for a ModelProto, bytes or a
     path; a graphopt :class:`Model` (optimized in place, unless bisection had to rebuild it) for a Model.
 
@@ -154,13 +155,14 @@ def optimize(model: Model | PathLike | bytes | Any, *, config: PipelineConfig | 
     CLI does. With ``return_report=True`` the result is an :class:`OptimizeResult` whose ``report`` is the
     :class:`~graphopt.report.ModelReport`; errors then stay in the report unless ``raise_on_error=True``. Without
     it there is nowhere to put an error, so it is raised (``raise_on_error`` defaults to ``not return_report``).
+    ``graph_diff=True`` records what changed in the report (for :func:`write_html`).
     """
     import onnx
 
     raise_on_error = (not return_report) if raise_on_error is None else raise_on_error
     cfg = _config(config, preset, passes, skip, options, max_rounds, strict)
     vopts = _vopts(validate_options)
-    kw = {"validate": validate, "vopts": vopts, "bisect": bisect, "check": checker}
+    kw = {"validate": validate, "vopts": vopts, "bisect": bisect, "check": checker, "graph_diff": graph_diff}
     if isinstance(model, Model):
         job = Job("optimize", "<model>", cfg, model=model, **kw)  # type: ignore[arg-type]
     elif isinstance(model, onnx.ModelProto):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .files import default_output
-from .html_report import to_html, write_html
+from .html_report import to_html, write_html  # noqa: F401 - re-exported by graphopt/__init__.py
 from .ir import serde
 from .ir.core import Model
 from .jit.context import JitContext, init

@@ -22,6 +22,7 @@ fusion rule names the rule (the rewrite driver records it as ``node.meta["rule"]
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from typing import Any
 from .ir.core import AttrType, Graph, Model, Node, Value
 from .ir.shapes import TensorType, format_shape
 from .ir.tensors import Tensor, dtype_name
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_REGIONS = 12
 DEFAULT_MAX_NODES = 40
@@ -465,8 +468,8 @@ def _annotate(model: Model) -> None:
     try:
         table.infer(model)
         table.annotate(model)
-    except Exception:  # noqa: BLE001 - types only label the edges of a picture; without them it still draws
-        pass
+    except Exception as e:  # noqa: BLE001 - types only label the edges of a picture; without them it still draws
+        log.debug("no types for the original's pictures: %s: %s", type(e).__name__, e)
 
 
 def _picture(graph: Graph, ops: Sequence[Node], context: Sequence[Node], status: dict[Node, str],

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from .diff import GraphDiff
 from .errors import (
     EXIT_INTERNAL,
     EXIT_INVALID_MODEL,
@@ -27,7 +28,6 @@ from .errors import (
     EXIT_PASS_FAILED,
     EXIT_USAGE,
 )
-from .diff import GraphDiff
 from .validate import BisectResult, ValidationResult
 
 SCHEMA_VERSION = 1

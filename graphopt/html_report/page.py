@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from html import escape
-from typing import Any, Union
+from typing import Any
 
 from ..diff import GraphDiff, Picture, Region
 from ..errors import EXIT_OK
@@ -94,7 +94,7 @@ def _badge(m: ModelReport) -> str:
     return f'<span class="badge {cls}">{_e(m.status)}{" (recovered)" if m.recovered else ""}</span>'
 
 
-ReportLike = Union[Report, ModelReport, Sequence[ModelReport]]
+ReportLike = Report | ModelReport | Sequence[ModelReport]
 
 
 def as_report(report: ReportLike, command: str = "optimize") -> Report:

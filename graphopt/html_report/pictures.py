@@ -9,12 +9,15 @@ with the picture's id, so that many pictures can live in one HTML document; the 
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from collections.abc import Sequence
 from html import escape
 
-from ..diff import Picture, PicNode
+from ..diff import PicNode, Picture
+
+log = logging.getLogger(__name__)
 
 # status -> (fill, border); the page's legend uses the same colours
 COLOURS: dict[str, tuple[str, str]] = {
@@ -160,8 +163,8 @@ def render(pictures: Sequence[tuple[str, Picture]]) -> tuple[dict[str, str], str
         docs = [d for d in re.split(r"(?=<\?xml )", out.decode("utf-8")) if d.strip()]
         if len(docs) == len(srcs):
             return {pid: _clean(d, pid) for (pid, _), d in zip(srcs, docs)}, None
-    except Exception:  # noqa: BLE001 - one bad picture must not cost the others: retried one by one below
-        pass
+    except Exception as e:  # noqa: BLE001 - one bad picture must not cost the others: retried one by one below
+        log.debug("dot failed on the whole page (%s: %s); drawing the pictures one by one", type(e).__name__, e)
     done: dict[str, str] = {}
     first: str | None = None
     for pid, src in srcs:

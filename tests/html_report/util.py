@@ -9,7 +9,7 @@ ALLOWED_TAGS = {
     "html", "head", "meta", "title", "style", "body", "header", "main", "footer", "section", "div", "span", "p",
     "h1", "h2", "h3", "h4", "dl", "dt", "dd", "table", "thead", "tbody", "tr", "th", "td", "a", "code", "strong",
     "ul", "li", "br", "pre", "details", "summary", "figure", "figcaption",
-    "svg", "g", "rect", "text", "tspan", "path", "polygon", "polyline", "ellipse", "title",
+    "svg", "g", "rect", "text", "tspan", "path", "polygon", "polyline", "ellipse",
 }
 
 

@@ -209,8 +209,10 @@ def _model(m: ModelReport, mid: str, svgs: Mapping[str, str], why: str | None, f
 
 
 def _summary(m: ModelReport, mid: str) -> str:
-    rows = [("size", f"{fmt_bytes(m.file_bytes_before)} → {fmt_bytes(m.file_bytes_after)}"
-             + _pct(m.file_bytes_before, m.file_bytes_after)),
+    size = fmt_bytes(m.file_bytes_before) if m.file_bytes_after is None else (  # check writes nothing
+        f"{fmt_bytes(m.file_bytes_before)} → {fmt_bytes(m.file_bytes_after)}"
+        + _pct(m.file_bytes_before, m.file_bytes_after))
+    rows = [("size", size),
             ("nodes", f"{_or(m.nodes_before)} → {_or(m.nodes_after)}" + _pct(m.nodes_before, m.nodes_after))]
     to = m.timings_optimize
     parts = ", ".join(f"{k} {fmt_seconds(to[k])}" for k in ("load", "check", "init", "passes", "verify", "save")

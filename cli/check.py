@@ -41,7 +41,7 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, junit_xml: str
               strict: bool | None, verify_each: bool, no_check: bool, validate: bool, seed: int, dims: tuple[str, ...],
               trials: int, inputs_npz: str | None, rtol: float | None, atol: float | None, bench_runs: int,
               threads: int, ort_level: str, do_bisect: bool, report_json: str | None, report_md: str | None,
-              jobs: int, verbose: int, quiet: bool, debug: bool) -> None:
+              report_html: str | None, jobs: int, verbose: int, quiet: bool, debug: bool) -> None:
     """Check models for CI: onnx.checker, onnxruntime, and an in-memory -O2 run that must validate.
 
     For each model: the ONNX checker's full check, a load in onnxruntime, the pipeline (-O2 unless told otherwise)
@@ -56,6 +56,7 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, junit_xml: str
       graphopt check a.onnx b.onnx -j 2 --report-md "$GITHUB_STEP_SUMMARY"
       graphopt check models/*.onnx --junit-xml graphopt.xml
       graphopt check models/*.onnx --shard 2/4          # CI job 2 of 4
+      graphopt check models/*.onnx --report-html check.html   # one page, pictures of what would change
     """
     setup_logging(verbose, quiet)
     if "-" in models and len(models) > 1:
@@ -68,12 +69,14 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, junit_xml: str
                                   bench_runs=bench_runs, threads=threads, ort_level=ort_level)
     stdin_data = sys.stdin.buffer.read() if models == ("-",) else None
     job_list = [Job("check", m, cfg, output=None, validate=validate, vopts=vopts, bisect=do_bisect,
-                    fail_if_optimizable=fail_if_optimizable, check=not no_check, debug=debug, data=stdin_data)
+                    fail_if_optimizable=fail_if_optimizable, check=not no_check, debug=debug, data=stdin_data,
+                    graph_diff=report_html is not None)
                 for m in selected]
     reports = run_jobs(job_list, jobs, st, progress=(not quiet) and st.err.is_terminal)
     report = Report("check", reports, shard=shard_kn, shard_of=shard_of)
     code = finish(report, st, human=human_console(st, quiet=quiet, to_stderr=report_json == "-"),
-                  report_json=report_json, report_md=report_md, verbose=verbose)
+                  report_json=report_json, report_md=report_md, verbose=verbose,
+                  report_html=report_html)
     if junit_xml is not None:
         from graphopt.report import to_junit_xml
 

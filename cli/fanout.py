@@ -145,8 +145,9 @@ def run_jobs(jobs: list[Job], n_workers: int, st: State, *, progress: bool) -> l
 
 
 def finish(report: Report, st: State, *, human: Console | None, report_json: str | None, report_md: str | None,
-           verbose: int) -> int:
-    """Print the human report and errors, write --report-json / --report-md; returns the exit code."""
+           verbose: int, report_html: str | None = None) -> int:
+    """Print the human report and errors, write --report-json / --report-md / --report-html; returns the exit
+    code."""
     code = report.exit_code
     if human is not None:
         if report.command == "optimize" and len(report.models) == 1:
@@ -176,6 +177,10 @@ def finish(report: Report, st: State, *, human: Console | None, report_json: str
         if report_md is not None:
             with open(report_md, "a", encoding="utf-8") as f:
                 f.write(to_markdown(report))
+        if report_html is not None:
+            from graphopt.html_report import write_html
+
+            write_html(report, report_html)
     except OSError as e:
         err = OutputError(f"{e.filename or 'report'}: cannot write the report: {e.strerror or e}")
         print_error(err)

@@ -49,7 +49,8 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
                  strict: bool | None, verify_each: bool, no_check: bool,
                  validate: bool, seed: int, dims: tuple[str, ...], trials: int, inputs_npz: str | None,
                  rtol: float | None, atol: float | None, bench_runs: int, threads: int, ort_level: str,
-                 do_bisect: bool, report_json: str | None, report_md: str | None, jobs: int,
+                 do_bisect: bool, report_json: str | None, report_md: str | None,
+                 report_html: str | None, jobs: int,
                  verbose: int, quiet: bool, debug: bool) -> None:
     """Optimize ONNX models, prove each result computes what the original did (onnxruntime), and report.
 
@@ -57,6 +58,7 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
     Examples:
       graphopt optimize model.onnx                       # -> model.opt.onnx, validated
       graphopt optimize model.onnx -o small.onnx -O3 --report-json report.json
+      graphopt optimize model.onnx --report-html report.html   # with pictures of what changed
       graphopt optimize model.onnx --dim batch=8 --trials 5 --seed 1
       graphopt optimize model.onnx --inputs sample.npz --atol 1e-3
       graphopt optimize a.onnx b.onnx --out-dir opt/ -j 2
@@ -80,14 +82,15 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
                                   bench_runs=bench_runs, threads=threads, ort_level=ort_level)
     stdin_data = sys.stdin.buffer.read() if inputs == ("-",) else None
     job_list = [Job("optimize", inp, cfg, output=out, in_place=in_place, validate=validate, vopts=vopts,
-                    bisect=do_bisect, check=not no_check, metadata=not no_metadata, debug=debug, data=stdin_data)
+                    bisect=do_bisect, check=not no_check, metadata=not no_metadata, debug=debug, data=stdin_data,
+                    graph_diff=report_html is not None)
                 for inp, out in zip(inputs, outs)]
     if shard_kn is not None:
         st.info(escape(shard_text(shard_kn, len(job_list), shard_of)))
     reports = run_jobs(job_list, jobs, st, progress=(not quiet) and st.err.is_terminal)
     code = finish(Report("optimize", reports, shard=shard_kn, shard_of=shard_of), st,
                   human=human_console(st, quiet=quiet, to_stderr=st.model_to_stdout), report_json=report_json,
-                  report_md=report_md, verbose=verbose)
+                  report_md=report_md, verbose=verbose, report_html=report_html)
     if code != EXIT_OK:
         sys.exit(code)
 

@@ -83,7 +83,16 @@ def validation_options(fn: F) -> F:
     return fn
 
 
+def _html_path(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value == "-":
+        raise click.BadParameter("the HTML report goes to a file, not stdout")
+    return value
+
+
 def report_options(fn: F) -> F:
+    fn = click.option("--report-html", metavar="FILE", callback=_html_path, help="Write a self-contained HTML report to FILE: summary, "
+                      "passes, op-type chart, validation, and pictures of each region of the graph that changed, "
+                      "before and after (pictures need Graphviz: the 'html' extra and the dot program).")(fn)
     fn = click.option("--report-md", metavar="FILE", help="Append a markdown summary to FILE (CI job summaries, "
                       "e.g. $GITHUB_STEP_SUMMARY).")(fn)
     fn = click.option("--report-json", metavar="FILE", help="Write the report as JSON ('-' = stdout; schema: "

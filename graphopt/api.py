@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .files import default_output
+from .html_report import to_html, write_html  # noqa: F401 - re-exported by graphopt/__init__.py
 from .ir import serde
 from .ir.core import Model
 from .jit.context import JitContext, init
@@ -103,8 +104,8 @@ def optimize_file(path: PathLike, output: PathLike | None = None, *, config: Pip
                   options: Mapping[str, Mapping[str, Any]] | None = None, max_rounds: int | None = None,
                   strict: bool | None = None, validate: bool = True,
                   validate_options: ValidateOptions | Mapping[str, Any] | None = None, bisect: bool = True,
-                  checker: bool = True, in_place: bool = False, metadata: bool = True, raise_on_error: bool = False,
-                  on_step: Callable[[str], None] | None = None) -> ModelReport:
+                  checker: bool = True, in_place: bool = False, metadata: bool = True, graph_diff: bool = False,
+                  raise_on_error: bool = False, on_step: Callable[[str], None] | None = None) -> ModelReport:
     """Optimize the model at `path` and write it to `output` (default: ``<stem>.opt.onnx`` beside it), as
     ``graphopt optimize`` does: validated with onnxruntime unless ``validate=False``, bisected on a mismatch,
     written atomically, never over the input unless ``in_place=True``.
@@ -115,13 +116,14 @@ def optimize_file(path: PathLike, output: PathLike | None = None, *, config: Pip
     ``checker=False`` (``--no-check``) leaves onnx's checker out of the validity checks of the input and the
     result; graphopt's own structural checks always run. ``metadata=False`` (``--no-metadata``) leaves out the
     reproducibility record (the ``graphopt`` entry of the model's ``metadata_props``, see
-    :mod:`graphopt.provenance`).
+    :mod:`graphopt.provenance`). ``graph_diff=True`` records what changed in the graph (``report.graph_diff``),
+    which :func:`write_html` draws.
     """
     src = os.fspath(path)
     out = os.fspath(output) if output is not None else (src if in_place else default_output(src))
     job = Job("optimize", src, _config(config, preset, passes, skip, options, max_rounds, strict), output=out,
               in_place=in_place, validate=validate, vopts=_vopts(validate_options), bisect=bisect, check=checker,
-              metadata=metadata)
+              metadata=metadata, graph_diff=graph_diff)
     return execute(job, on_step, raise_on_error=raise_on_error).report
 
 
@@ -130,14 +132,14 @@ def check_file(path: PathLike, *, config: PipelineConfig | None = None, preset: 
                options: Mapping[str, Mapping[str, Any]] | None = None, max_rounds: int | None = None,
                strict: bool | None = None, validate: bool = True,
                validate_options: ValidateOptions | Mapping[str, Any] | None = None, bisect: bool = True,
-               checker: bool = True, fail_if_optimizable: bool = False, raise_on_error: bool = False,
-               on_step: Callable[[str], None] | None = None) -> ModelReport:
+               checker: bool = True, fail_if_optimizable: bool = False, graph_diff: bool = False,
+               raise_on_error: bool = False, on_step: Callable[[str], None] | None = None) -> ModelReport:
     """Check the model at `path` as ``graphopt check`` does: the validity checks, onnxruntime, the pipeline in
     memory and validation of its result; nothing is written. With `fail_if_optimizable` a model graphopt would
     still change gets exit code 8. Options as for :func:`optimize_file`."""
     job = Job("check", os.fspath(path), _config(config, preset, passes, skip, options, max_rounds, strict),
               validate=validate, vopts=_vopts(validate_options), bisect=bisect, check=checker,
-              fail_if_optimizable=fail_if_optimizable)
+              fail_if_optimizable=fail_if_optimizable, graph_diff=graph_diff)
     return execute(job, on_step, raise_on_error=raise_on_error).report
 
 
@@ -146,7 +148,7 @@ def optimize(model: Model | PathLike | bytes | Any, *, config: PipelineConfig | 
              options: Mapping[str, Mapping[str, Any]] | None = None, max_rounds: int | None = None,
              strict: bool = False, validate: bool = False,
              validate_options: ValidateOptions | Mapping[str, Any] | None = None, bisect: bool = True,
-             checker: bool = True, metadata: bool = True, return_report: bool = False,
+             checker: bool = True, metadata: bool = True, graph_diff: bool = False, return_report: bool = False,
              raise_on_error: bool | None = None) -> Any:
     """Optimize a model and return it in the caller's terms: an ``onnx.ModelProto`` for a ModelProto, bytes or a
     path; a graphopt :class:`Model` (optimized in place, unless bisection had to rebuild it) for a Model.
@@ -156,13 +158,15 @@ def optimize(model: Model | PathLike | bytes | Any, *, config: PipelineConfig | 
     :class:`~graphopt.report.ModelReport`; errors then stay in the report unless ``raise_on_error=True``. Without
     it there is nowhere to put an error, so it is raised (``raise_on_error`` defaults to ``not return_report``).
     The result carries the reproducibility record in its ``metadata_props`` unless ``metadata=False``.
+    ``graph_diff=True`` records what changed in the report (for :func:`write_html`).
     """
     import onnx
 
     raise_on_error = (not return_report) if raise_on_error is None else raise_on_error
     cfg = _config(config, preset, passes, skip, options, max_rounds, strict)
     vopts = _vopts(validate_options)
-    kw = {"validate": validate, "vopts": vopts, "bisect": bisect, "check": checker, "metadata": metadata}
+    kw = {"validate": validate, "vopts": vopts, "bisect": bisect, "check": checker, "metadata": metadata,
+          "graph_diff": graph_diff}
     if isinstance(model, Model):
         job = Job("optimize", "<model>", cfg, model=model, **kw)  # type: ignore[arg-type]
     elif isinstance(model, onnx.ModelProto):

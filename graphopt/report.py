@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from .diff import GraphDiff
 from .errors import (
     EXIT_INTERNAL,
     EXIT_INVALID_MODEL,
@@ -139,6 +140,7 @@ class ModelReport:
     init_steps: list[dict[str, Any]] = field(default_factory=list)
     validation: ValidationResult | None = None
     bisection: BisectResult | None = None
+    graph_diff: GraphDiff | None = field(default=None, repr=False)  # with Job.graph_diff (--report-html) only
     traceback: str | None = field(default=None, repr=False)   # --debug only; never in the JSON
 
     @property
@@ -176,6 +178,7 @@ class ModelReport:
                             "seconds": float(s.get("seconds") or 0.0)} for s in self.init_steps],
             "validation": None if self.validation is None else self.validation.to_dict(),
             "bisection": None if self.bisection is None else self.bisection.to_dict(),
+            "graph_diff": None if self.graph_diff is None else self.graph_diff.to_dict(),
         }
 
 

@@ -55,6 +55,7 @@ class Job:
     fail_if_optimizable: bool = False
     metadata: bool = True             # the result gets the reproducibility record (graphopt.provenance)
     debug: bool = False
+    graph_diff: bool = False          # record what changed, for the HTML report's pictures (--report-html)
     data: bytes | None = field(default=None, repr=False)   # the input's bytes (stdin, read up front; in-memory)
     model: Model | None = field(default=None, repr=False)  # an in-memory model (graphopt.optimize)
 
@@ -78,6 +79,7 @@ class Outcome:
     record: PipelineRecord | None = None
     ctx: JitContext | None = None
     error: GraphoptError | None = None
+    types_before: dict[str, Any] | None = field(default=None, repr=False)  # Job.graph_diff: the original's types
 
 
 def run_job(job: Job, on_step: StepFn | None = None) -> ModelReport:
@@ -126,7 +128,7 @@ def set_error(rep: ModelReport, err: GraphoptError, debug: bool, cause: BaseExce
 def _load(job: Job) -> tuple[Model, ModelSource]:
     if job.model is not None:
         # the original, for onnxruntime and bisection, must be kept before the passes mutate the model
-        return job.model, (ModelSource.of_model(job.model) if job.validate or job.check
+        return job.model, (ModelSource.of_model(job.model) if job.validate or job.check or job.graph_diff
                            else ModelSource(data=b""))
     if job.data is not None or job.input == "-":
         data = job.data if job.data is not None else sys.stdin.buffer.read()
@@ -176,6 +178,8 @@ def _run(job: Job, out: Outcome, step: StepFn) -> None:
         if rep.bisection is not None and out.model is not None and rep.disabled:
             data = _verify(job, out, source, interface, step)  # bisection rebuilt the model: check it again
     _summarize(out, before)
+    if job.graph_diff:
+        _graph_diff(out, source, step)
     if problem is not None:
         raise problem
     _write(job, out, step, data)
@@ -283,6 +287,10 @@ def _optimize(job: Job, out: Outcome, model: Model, step: StepFn) -> None:
     rep.warnings.extend(ctx.warnings)
     rep.init_steps = [s.to_dict() for s in ctx.init_steps]
     rep.preset = None if job.config.passes is not None else job.config.preset.upper().lstrip("-")
+    if job.graph_diff:  # the original's value types, for the pictures, while the context still knows them
+        from .diff import value_types
+
+        out.types_before = value_types(model, ctx.symbols)
     t0 = time.perf_counter()
     record = optimize_with(ctx, model, on_pass=lambda p, r: step(f"pass {p} (round {r})"))
     rep.timings_optimize.update(init=t_init, passes=time.perf_counter() - t0)
@@ -354,6 +362,21 @@ def _summarize(out: Outcome, before: dict[str, Any]) -> None:
     rep.nodes_after = after["nodes"]
     rep.op_types = op_diff(before["op_types"], after["op_types"])
     rep.symbols = dict(ctx.symbols.summary()) if hasattr(ctx.symbols, "summary") else {}
+
+
+def _graph_diff(out: Outcome, source: ModelSource, step: StepFn) -> None:
+    """What changed, for the HTML report's pictures: the original is read again from its source (the passes
+    changed the loaded one in place), which costs a load, not a copy of the model before every run. Pictures are an
+    extra: if they cannot be made, the report says so and the run goes on."""
+    from .diff import graph_diff
+
+    assert out.model is not None
+    step("comparing the original and the optimized graph")
+    try:
+        out.report.graph_diff = graph_diff(source.load(), out.model, types_before=out.types_before)
+    except Exception as e:  # noqa: BLE001 - a picture that fails must not fail the optimization it shows
+        out.report.warnings.append(f"no graph pictures: comparing the graphs failed ({type(e).__name__}: {e}); "
+                                   "this is a bug in graphopt")
 
 
 def _write(job: Job, out: Outcome, step: StepFn, data: bytes | None) -> None:

@@ -9,6 +9,8 @@ import pytest
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-golden", action="store_true", default=False,
                      help="Rewrite the golden text snapshots in tests/golden/ instead of comparing.")
+    parser.addoption("--update-screenshot", action="store_true", default=False,
+                     help="Rewrite docs/report-html.png (the README's picture) from the browser test's screenshot.")
 
 
 @pytest.fixture

@@ -504,6 +504,11 @@ class Node:
     def is_alive(self) -> bool:
         return self.graph is not None and not self._erased
 
+    @property
+    def as_loaded(self) -> bool:
+        """Whether the node is exactly as read from its file: nothing (its subgraphs included) changed it since."""
+        return not self._dirty and self._proto is not None
+
     def _model(self) -> Model | None:
         g = self.graph
         return g.model if g is not None else None

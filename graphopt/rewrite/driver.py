@@ -107,6 +107,8 @@ def apply_match(rule: Rule, m: Match, ctx: RewriteContext) -> tuple[list[Node], 
             model.set_opset_imports({**model.opset_imports, **need})
     b = Builder(graph, before=root, name_hint=rule.name)
     new_outs = rule.rewrite(m, b)
+    for n in b.created:  # which rule built a node: the HTML report's pictures name it
+        n.meta = {**n.meta, "rule": rule.name} if n.meta else {"rule": rule.name}
     olds = root.outputs
     if len(new_outs) > len(olds):
         raise RuntimeError(f"rule {rule.name!r} returned {len(new_outs)} values for {len(olds)} root outputs")

@@ -840,3 +840,33 @@ def test_node_remove_output_refuses_a_read_output_and_renumbers_the_rest() -> No
     split.remove_output(1)
     assert [v.name for v in split.outputs] == ["a", "c"] and [v.index for v in split.outputs] == [0, 1]
     assert verify(m, strict=False) == []
+
+
+def test_as_loaded_holds_until_something_touches_the_node() -> None:
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,4] x, bool c) => (float[N,4] y, float[N,4] z, float[N,4] e) {
+  a = Add(x, x)
+  b = Relu(a)
+  s = Softmax <axis = 1> (b)
+  z = If(c) <then_branch = t1 () => (float[N,4] o1) { o1 = Mul(b, a) },
+             else_branch = t2 () => (float[N,4] o2) { o2 = Neg(a) }>
+  y = Sigmoid(s)
+  e = Cos(x)
+}"""
+    m = serde.loads(serde.dumps(from_text(text)))
+    nodes = {n.op_type: n for n in m.graph}
+    assert all(n.as_loaded for n in m.graph)
+    nodes["Softmax"].attrs  # noqa: B018 - reading is not changing
+    assert nodes["Softmax"].as_loaded
+    nodes["Softmax"].set_attr("axis", -1)
+    assert not nodes["Softmax"].as_loaded
+    nodes["Sigmoid"].replace_input_with(0, nodes["Relu"].output)
+    assert not nodes["Sigmoid"].as_loaded
+    # a change inside a body touches the node that owns it
+    (then_g, _) = nodes["If"].subgraphs()
+    (mul,) = list(then_g)
+    mul.set_attr("note", 1)
+    assert not nodes["If"].as_loaded
+    assert nodes["Add"].as_loaded and nodes["Cos"].as_loaded
+    # a node a pass builds was never loaded
+    assert not Node("Relu", [nodes["Add"].output]).as_loaded

@@ -84,6 +84,15 @@ def chain_inits(rng: np.random.Generator) -> dict:
             "shift": rng.standard_normal((1, 4, 1, 1)).astype(np.float32)}
 
 
+def test_new_nodes_name_the_rule_that_built_them(rng: np.random.Generator) -> None:
+    # the HTML report marks fused nodes with their rule: the driver records it in node.meta
+    m = from_text(CONV_BN_ESCAPE.replace("z = Relu(c)", "z = Relu(x)"), conv_bn_inits(rng))
+    assert fuse(m, ["fuse-conv-bn"]) == {"rewrites": 1, "fuse-conv-bn": 1}
+    (conv,) = [n for n in m.graph if n.op_type == "Conv"]
+    assert conv.meta == {"rule": "fuse-conv-bn"}
+    assert all(not n.meta for n in m.graph if n is not conv)
+
+
 def test_worklist_chains_fusions_in_one_run(rng: np.random.Generator) -> None:
     m = from_text(CHAIN, chain_inits(rng))
     before = snapshot(m)

@@ -89,6 +89,13 @@ def _run_onnxoptimizer(mods: Any, src: str, dst: str) -> dict[str, Any]:
     return {}
 
 
+def _run_onnxoptimizer_fixed(mods: Any, src: str, dst: str) -> dict[str, Any]:
+    onnx, onnxoptimizer = mods
+    out = onnxoptimizer.optimize(onnx.load(src), fixed_point=True)  # the same passes, repeated until stable
+    onnx.save(out, dst)
+    return {}
+
+
 def _run_onnxscript(mods: Any, src: str, dst: str) -> dict[str, Any]:
     onnx, opt = mods
     out = opt.optimize(onnx.load(src))  # ModelProto in -> ModelProto out, default settings
@@ -136,6 +143,9 @@ ADAPTERS: dict[str, Adapter] = {a.name: a for a in [
     Adapter("onnxslim", "onnxslim", "onnxslim.slim(model) with defaults", _prep_onnx_tool("onnxslim"), _run_onnxslim),
     Adapter("onnxoptimizer", "onnxoptimizer", "onnxoptimizer.optimize(model) with its default passes",
             _prep_onnx_tool("onnxoptimizer"), _run_onnxoptimizer),
+    Adapter("onnxoptimizer-fp", "onnxoptimizer",
+            "onnxoptimizer.optimize(model, fixed_point=True): its default passes until nothing changes",
+            _prep_onnx_tool("onnxoptimizer"), _run_onnxoptimizer_fixed),
     Adapter("onnxscript", "onnxscript", "onnxscript.optimizer.optimize(model) with defaults",
             _prep_onnx_tool("onnxscript.optimizer"), _run_onnxscript),
     Adapter("ort-basic", "onnxruntime", "onnxruntime offline optimization, ORT_ENABLE_BASIC, optimized_model_filepath",

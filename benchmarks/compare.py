@@ -786,6 +786,26 @@ def from_json(path: Path) -> tuple[list[ModelResult], list[str]]:
     return results, list(d["tools"])
 
 
+def merge_json(paths: list[Path]) -> tuple[list[ModelResult], list[str]]:
+    """Several --json runs as one: the models present in every run, each tool's figures from the last run that
+    has it (so a re-run of one tool can replace its column; every figure is relative to the original measured
+    within its own run)."""
+    runs = [from_json(p) for p in paths]
+    tools: list[str] = []
+    for _, ts in runs:
+        tools += [t for t in ts if t not in tools]
+    by_id = [{mr.id: mr for mr in res} for res, _ in runs]
+    out = []
+    for mr in runs[0][0]:
+        if not all(mr.id in b for b in by_id):
+            continue
+        for b in by_id[1:]:
+            mr.tools.update(b[mr.id].tools)
+        mr.tools = {t: mr.tools[t] for t in tools}
+        out.append(mr)
+    return out, tools
+
+
 def render_all(results: list[ModelResult], tools: list[str], per_model: bool) -> str:
     parts = [render_model(mr) for mr in results] if per_model else []
     parts += [render_nodes(results, tools), render_speedups(results, tools), render_summary(results, tools),
@@ -815,10 +835,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=HERE / "_work", help="scratch folder (default benchmarks/_work)")
     ap.add_argument("--keep", action="store_true", help="keep each tool's output under --work")
     ap.add_argument("--list", action="store_true", help="list the models and tools, run nothing")
-    ap.add_argument("--from-json", type=Path, metavar="FILE", help="re-render the tables of an earlier --json run")
+    ap.add_argument("--from-json", metavar="FILE[,FILE...]",
+                    help="re-render the tables of earlier --json runs (several: merged, later runs' tools win)")
     args = ap.parse_args(argv)
     if args.from_json:
-        results, tools = from_json(args.from_json)
+        results, tools = merge_json([Path(p) for p in args.from_json.split(",") if p])
         print(render_all(results, tools, per_model=True))
         return 0
     tools = [t for t in args.tools.split(",") if t]

@@ -7,8 +7,15 @@ leaving it recomputes the transposed table on every run. Gemm reads its B operan
 
 * ``MatMul(A, Transpose(W)) == Gemm(A, W, transB=1)`` when A is 2-D [M, K] and W is a 2-D constant [N, K]
   transposed by perm [1, 0] (or no perm): both compute ``Y[m, n] = sum_k A[m, k] * W[n, k]``.
-* For A of rank r > 2 [d_0, ..., d_{r-2}, K], MatMul treats the leading dims as a batch of independent rows
-  against the one 2-D B, so row order is all that matters and::
+* For A of rank r > 2 [d_0, ..., d_{r-2}, K] whose table is otherwise read only by Gathers on axis 0 (the tied
+  embedding), the table is stored once, transposed: ``W' = W^T`` [K, N] replaces W. The head becomes
+  ``MatMul(A, W')`` and each embedding lookup ``Gather(W, idx)`` becomes ``Transpose(Gather(W', idx, axis=1),
+  perm=[1, ..., q, 0])`` (q = rank of idx): ``Gather(W', idx, axis=1)[k, i...] = W'[k, idx[i...]] =
+  W[idx[i...], k]``, so the Transpose gives exactly ``Gather(W, idx)[i..., k]``. The per-run Transpose of the
+  whole table becomes one of the gathered rows only ([..., K], tiny next to [N, K]); the node count stays the
+  original's, and the file keeps one table.
+* Otherwise, for A of rank r > 2, MatMul treats the leading dims as a batch of independent rows against the one
+  2-D B, so row order is all that matters and::
 
       MatMul(A, Transpose(W)) == Reshape(Gemm(Reshape(A, [-1, K]), W, transB=1), [d_0, ..., d_{r-2}, N])
 
@@ -17,10 +24,11 @@ leaving it recomputes the transposed table on every run. Gemm reads its B operan
   size, else ``Concat(Shape(A)[0 : r-1], [N])`` (``Shape`` with start/end from opset 15, a Slice of it before).
 
 Measured with onnxruntime 1.32 (1 thread) on a [50257, 192] table and A [4, 4, 192]: the original takes 38 ms per
-run with graph optimizations off (the Transpose dominates), the Reshape/Gemm/Reshape form 8.8 ms, a stored transposed
-copy 8.4 ms; with all optimizations on, all three take ~8.5 ms (onnxruntime folds the Transpose itself when it
-creates the session, storing the copy in memory). ``Einsum("bsk,nk->bsn")``, one node, takes 48 ms at either level
-and is not used.
+run with graph optimizations off (the Transpose dominates), the Reshape/Gemm/Reshape form 8.8 ms, MatMul with the
+table stored transposed 8.4 ms; with all optimizations on, all take ~8.5 ms (onnxruntime folds the Transpose itself
+when it creates the session, storing the copy in memory). ``Einsum("bsk,nk->bsn")``, one node, takes 48 ms at
+either level and is not used. The transposed-table form is preferred for its node count (the Reshape/Gemm form
+adds three shape nodes).
 
 ``fuse-gemm-bias`` then folds a bias added to a Gemm without C into C: ``Add(Gemm(A, B), c) == Gemm(A, B, c)``
 when the Gemm has no C and beta = 1 (beta scales C), c is a float constant (Add gives it Gemm's type), and c broadcasts
@@ -32,7 +40,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir.builder import Builder
-from ...ir.core import Value
+from ...ir.core import Node, Value
+from ...ir.tensors import Tensor
 from ..pattern import Const, Fail, Match, Pat, Var, describe
 from ..rule import RewriteContext, Rule, float_fail, ints_attr
 from .common import copy_attrs
@@ -40,7 +49,8 @@ from .common import copy_attrs
 
 class MatMulTransposedConst(Rule):
     name = "matmul-transposed-const"
-    summary = "MatMul(A, Transpose(constant W)) -> Gemm(A, W, transB=1) (Reshape to 2-D and back for batched A)"
+    summary = ("MatMul(A, Transpose(constant W)) -> Gemm(A, W, transB=1); batched A: W stored transposed once "
+               "(its Gathers read columns), or Reshape to 2-D and back")
     opsets = (11, None)  # Gemm's C is optional from opset 11
     pattern = Pat("MatMul", Var("a"), Pat("Transpose", Const("w"), name="t"), name="mm")
 
@@ -66,6 +76,7 @@ class MatMulTransposedConst(Rule):
         if rank < 2:
             return Fail(f"A ({a.name!r}) has rank {rank}; MatMul of a vector drops a dim that Gemm keeps")
         lead = tuple(shape[:-1]) if shape is not None else None
+        m.data["gathers"] = _table_gathers(m["w"], t, ctx) if rank > 2 else None
         m.data["rank"] = rank
         m.data["n"], m.data["k"] = n, k
         m.data["lead"] = list(lead) if lead is not None and all(isinstance(d, int) and d > 0 for d in lead) \
@@ -77,6 +88,8 @@ class MatMulTransposedConst(Rule):
         rank, n, k = m.data["rank"], m.data["n"], m.data["k"]
         if rank == 2:
             return [b.op("Gemm", a, w, transB=1)]
+        if m.data["gathers"]:
+            return [b.op("MatMul", a, _store_transposed(m, b))]
         rows = b.op("Reshape", a, b.const(np.array([-1, k], np.int64), prefix="rows_shape"))
         y2 = b.op("Gemm", rows, w, transB=1)
         if m.data["lead"] is not None:
@@ -124,6 +137,44 @@ class FuseGemmBias(Rule):
     def rewrite(self, m: Match, b: Builder) -> list[Value]:
         g = m.node("gemm")
         return [b.node("Gemm", [m["a"], m["b"], m["c"]], copy_attrs(g)).output]
+
+
+def _table_gathers(w: Value, t: Node, ctx: RewriteContext) -> list[tuple[Node, int]] | None:
+    """The table's other readers when they are all Gathers on axis 0 reading it as their data, with the rank of
+    their indices (known); else None."""
+    out = []
+    for u, i in w.uses():
+        if u is t:
+            continue
+        if u.op_type != "Gather" or u.domain not in ("", "ai.onnx") or i != 0 or int(u.attr("axis", 0)) != 0:
+            return None
+        r = ctx.rank_of(u.input(1))
+        if r is None:
+            return None
+        out.append((u, r))
+    if w.is_graph_output():
+        return None
+    return out or None
+
+
+def _store_transposed(m: Match, b: Builder) -> Value:
+    """W^T as a new constant; every Gather of W (m.data["gathers"]) redirected to gather columns of W^T and
+    transpose the few gathered rows back. The old Gathers are left for dead-code elimination."""
+    w = m["w"]
+    wt = b.const(Tensor.from_numpy(np.ascontiguousarray(m.array("w").T), m.tensor("w").dtype),
+                 prefix=(w.name or "table") + "_t")
+    for g, r in m.data["gathers"]:
+        assert g.graph is not None
+        gb = Builder(g.graph, before=g, name_hint=b.name_hint)
+        cols = gb.op("Gather", wt, g.input(1), axis=1)
+        rows = cols if r == 0 else gb.op("Transpose", cols, perm=[*range(1, r + 1), 0])
+        if g.output.type is not None:
+            rows.type = g.output.type
+        b.created.extend(gb.created)
+        g.output.replace_all_uses_with(rows)
+        if not g.output.is_used() and not g.output.is_graph_output():
+            g.graph.remove([g])  # dead now; it would keep the untransposed table alive until dce
+    return wt
 
 
 def _gemm_dim(ctx: RewriteContext, v: Value, axis: int) -> int | None:

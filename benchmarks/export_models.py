@@ -16,6 +16,12 @@ Models (name: what, exporter):
   crnn_ts:         CRNN/OCR-like (conv + BiLSTM + GRU + linear), dynamic batch/width; TorchScript
   control_flow_ts: torch.jit.script module with an `if` on a tensor and a `for` loop -> If/Loop; TorchScript
   gpt_ts:          GPT-style decoder, causal mask from shape ops, dynamic batch/seq; TorchScript
+  hf_<arch>_ts / hf_<arch>_dynamo: transformers architectures (gpt2, bert, distilbert, llama, vit,
+                   whisper_encoder, whisper_decoder, t5 (TorchScript only), bart) from small seeded configs;
+                   hf_gpt2_big_dynamo: GPT-2's 50257-token vocabulary (a 38.6 MB tied embedding table)
+  silero_vad*:     silero-vad's ONNX files from its PyPI wheel (pip download), with input hints
+
+Appending a model is one line in EXPORTS (at the end of this file).
 """
 
 from __future__ import annotations

@@ -60,6 +60,13 @@ def _run_graphopt(graphopt: Any, src: str, dst: str) -> dict[str, Any]:
             "converged": rec.converged, "warnings": list(rec.warnings)}
 
 
+def _run_graphopt_noshapes(graphopt: Any, src: str, dst: str) -> dict[str, Any]:
+    m = graphopt.load(src)
+    graphopt.run(m, preset="O2", annotate_shapes=False)  # no inferred shapes written into value_info
+    graphopt.save(m, dst)
+    return {}
+
+
 def _prep_onnx_tool(module: str) -> Callable[[], Any]:
     def prep() -> Any:
         import onnx
@@ -138,6 +145,9 @@ def _run_polygraphy(main: Any, src: str, dst: str) -> dict[str, Any]:
 ADAPTERS: dict[str, Adapter] = {a.name: a for a in [
     Adapter("graphopt", "graphopt", "graphopt.load -> graphopt.run(preset='O2') -> graphopt.save (no validation)",
             _prep_graphopt, _run_graphopt),
+    Adapter("graphopt-noshapes", "graphopt",
+            "graphopt -O2 with graphopt.run(..., annotate_shapes=False): no inferred shapes in value_info",
+            _prep_graphopt, _run_graphopt_noshapes),
     Adapter("onnxsim", "onnxsim", "onnxsim.simplify(model) with defaults (check_n=0)",
             _prep_onnx_tool("onnxsim"), _run_onnxsim),
     Adapter("onnxslim", "onnxslim", "onnxslim.slim(model) with defaults", _prep_onnx_tool("onnxslim"), _run_onnxslim),
@@ -154,7 +164,8 @@ ADAPTERS: dict[str, Adapter] = {a.name: a for a in [
             _prep_polygraphy, _run_polygraphy),
 ]}
 
-TOOLS: list[str] = list(ADAPTERS)
+# the default tool list; variants (graphopt-noshapes) run only when named with --tools
+TOOLS: list[str] = [t for t in ADAPTERS if t != "graphopt-noshapes"]
 
 
 def tool_version(name: str) -> str:

@@ -228,3 +228,76 @@ def test_gemm_bias_rows_unknown(rng: np.random.Generator) -> None:
 def test_gemm_bias_integer(rng: np.random.Generator) -> None:
     inits = {"w": (table(rng) * 4).astype(np.int32), "c": np.arange(N, dtype=np.int32)}
     check_not_fused(gemm_add_text(t="int32"), inits, "fuse-gemm-bias", "element type 6")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# gather-transposed-twin: a table the exporter stored twice (W for Gather, W^T for MatMul) is stored once
+# ---------------------------------------------------------------------------------------------------------------
+def twin_text(*, extra: str = "", outs: str = "", idx: str = "int64[B, S] ids", gather: str = "Gather (w, ids)") -> str:
+    return f"""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[B, S, {K}] a, {idx}) => (float[B, S, {N}] y, float[B, S, {K}] emb{outs}) {{
+  emb = {gather}
+  y = MatMul (a, wt)
+  {extra}
+}}
+"""
+
+
+def twin_inits(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    w = table(rng)
+    return {"w": w, "wt": np.ascontiguousarray(w.T)}
+
+
+def test_twin_table_stored_once(rng: np.random.Generator) -> None:
+    m = check_fuses(twin_text(), twin_inits(rng), "gather-transposed-twin", {"Gather": 1, "Transpose": 1, "MatMul": 1},
+                    bindings=IDS_BIND)
+    g = next(n for n in m.graph if n.op_type == "Gather")
+    assert g.input(0).name == "wt" and g.attr("axis") == 1
+    run_pass(m, "dce")
+    assert list(m.graph.initializers) == ["wt"]
+
+
+def test_twin_two_lookups_and_a_scalar_one(rng: np.random.Generator) -> None:
+    text = twin_text(idx="int64[B, S] ids, int64 i", outs=f", float[{K}] e0, float[B, S, {K}] e1",
+                     extra="e0 = Gather (w, i)\n  e1 = Gather (w, ids)")
+    m = check_fuses(text, twin_inits(rng), "gather-transposed-twin", {"Gather": 3, "Transpose": 2, "MatMul": 1},
+                    bindings=IDS_BIND, fires=3)
+    assert not m.graph.initializers["w"].is_used()
+
+
+def test_twin_table_read_by_something_else(rng: np.random.Generator) -> None:
+    text = twin_text(outs=f", float[{N}, {K}] w2", extra="w2 = Mul (w, w)")
+    check_not_fused(text, twin_inits(rng), "gather-transposed-twin", "is also read by Mul")
+
+
+def test_twin_no_transposed_copy(rng: np.random.Generator) -> None:
+    inits = twin_inits(rng)
+    inits["wt"] = inits["wt"].copy()
+    inits["wt"][0, 0] += 1.0  # one element differs
+    check_not_fused(twin_text(), inits, "gather-transposed-twin", "no constant holds 'w' transposed")
+
+
+def test_twin_table_not_2d(rng: np.random.Generator) -> None:
+    text = twin_text().replace(f"float[B, S, {K}] emb", f"float[B, S, 2, {K}] emb")
+    inits = twin_inits(rng)
+    inits["w"] = rng.standard_normal((N, 2, K)).astype(np.float32)
+    check_not_fused(text, inits, "gather-transposed-twin", "rank 3, not 2")
+
+
+def test_twin_table_from_a_constant_node(rng: np.random.Generator) -> None:
+    text = twin_text(gather="Gather (wc, ids)").replace(
+        "  emb = Gather (wc, ids)", "  wc = Constant <value = float[2, 3] {1, 2, 3, 4, 5, 6}> ()\n  emb = Gather (wc, ids)")
+    text = text.replace(f"float[B, S, {K}] emb", "float[B, S, 3] emb")
+    check_not_fused(text, twin_inits(rng), "gather-transposed-twin", "is not an initializer")
+
+
+def test_twin_table_is_a_graph_output(rng: np.random.Generator) -> None:
+    text = twin_text(outs=f", float[{N}, {K}] wout", extra="wout = Identity (w)")
+    check_not_fused(text, twin_inits(rng), "gather-transposed-twin", "also read by Identity")
+
+
+def test_twin_indices_of_unknown_rank(rng: np.random.Generator) -> None:
+    text = twin_text(idx="int64[B, S] i0", extra="ids = Squeeze (i0)").replace(
+        "  emb = Gather (w, ids)\n", "").replace("  ids = Squeeze (i0)", "  ids = Squeeze (i0)\n  emb = Gather (w, ids)")
+    check_not_fused(text, twin_inits(rng), "gather-transposed-twin", "rank of the indices is unknown")

@@ -30,6 +30,14 @@ when it creates the session, storing the copy in memory). ``Einsum("bsk,nk->bsn"
 either level and is not used. The transposed-table form is preferred for its node count (the Reshape/Gemm form
 adds three shape nodes).
 
+``gather-transposed-twin`` stores a table once when the exporter stored it twice: TorchScript exports of tied
+heads keep the embedding table W [N, K] for the Gather and a folded copy ``C = W^T`` [K, N] for the MatMul. When
+every reader of W is a Gather on axis 0 and some constant C equals W^T element for element (same type and
+shape [K, N]), each ``Gather(W, idx)`` becomes ``Transpose(Gather(C, idx, axis=1), perm=[1, ..., q, 0])`` (the
+identity shown above) and W is left unread for dead-code elimination: the file loses one copy of the table, each
+lookup gains a transpose of its few gathered rows. Candidate twins are found through an index of the main graph's
+2-D initializers by (type, shape), built once per fuse run, and compared element for element.
+
 ``fuse-gemm-bias`` then folds a bias added to a Gemm without C into C: ``Add(Gemm(A, B), c) == Gemm(A, B, c)``
 when the Gemm has no C and beta = 1 (beta scales C), c is a float constant (Add gives it Gemm's type), and c broadcasts
 unidirectionally to Y's [M, N] without enlarging it (rank at most 2, last dim 1 or N, first dim 1 or M).
@@ -184,4 +192,57 @@ def _gemm_dim(ctx: RewriteContext, v: Value, axis: int) -> int | None:
     return int(s[axis])
 
 
-RULES = [MatMulTransposedConst, FuseGemmBias]
+class GatherTransposedTwin(Rule):
+    name = "gather-transposed-twin"
+    summary = "Gather of a table also stored transposed -> Gather of the transposed copy (the table is stored once)"
+    pattern = Pat("Gather", Const("w"), Var("idx"), name="g")
+
+    def check(self, m: Match, ctx: RewriteContext) -> Fail | None:
+        w = m["w"]
+        t = m.tensor("w")
+        if len(t.shape) != 2:
+            return Fail(f"the table has rank {len(t.shape)}, not 2")
+        if not w.is_initializer():
+            return Fail(f"{w.name!r} is not an initializer")
+        if w.is_graph_output():
+            return Fail(f"{w.name!r} is a graph output")
+        for u, i in w.uses():
+            if u.op_type != "Gather" or u.domain not in ("", "ai.onnx") or i != 0 or \
+                    int(u.attr("axis", 0)) not in (0, -2):
+                return Fail(f"the table {w.name!r} is also read by {describe(u)}: it would stay")
+        r = ctx.rank_of(m["idx"])
+        if r is None:
+            return Fail("the rank of the indices is unknown")
+        twin = _twin(ctx, w, t)
+        if twin is None:
+            return Fail(f"no constant holds {w.name!r} transposed")
+        m.data["twin"], m.data["r"] = twin, r
+        return None
+
+    def rewrite(self, m: Match, b: Builder) -> list[Value]:
+        r = m.data["r"]
+        cols = b.op("Gather", m.data["twin"], m["idx"], axis=1)
+        return [cols if r == 0 else b.op("Transpose", cols, perm=[*range(1, r + 1), 0])]
+
+
+def _twin(ctx: RewriteContext, w: Value, t: Tensor) -> Value | None:
+    """A constant initializer of the main graph equal to W^T, or None."""
+    index = getattr(ctx, "_tied_twins", None)
+    if index is None:  # once per driver run: the main graph's 2-D constant initializers by (type, shape)
+        index = {}
+        for v in ctx.model.graph.initializers.values():
+            c = v.const
+            if c is not None and len(c.shape) == 2 and v.is_constant():
+                index.setdefault((c.dtype, tuple(int(d) for d in c.shape)), []).append(v)
+        ctx._tied_twins = index  # type: ignore[attr-defined]
+    n, k = (int(d) for d in t.shape)
+    for v in index.get((t.dtype, (k, n)), ()):
+        # a rewrite of this run may have dropped it; a twin must still be a constant of the main graph
+        if v is w or ctx.model.graph.initializers.get(v.name or "") is not v or not v.is_used():
+            continue
+        if np.array_equal(v.const.numpy(), np.asarray(t.numpy()).T):
+            return v
+    return None
+
+
+RULES = [MatMulTransposedConst, GatherTransposedTwin, FuseGemmBias]

@@ -21,7 +21,7 @@ not raised (their bodies import opsets of their own).
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ _AXES_TO_INPUT = {
 _SEMANTIC_BREAKS = {("GroupNormalization", 21)}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _schema(op: str, version: int) -> Any:
     import onnx.defs
 

@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..ir.core import Model
 from ..rewrite.driver import DEFAULT_MAX_REWRITES, rewrite_model
 from ..rewrite.rule import LEVELS, Rule
-from ._opsets import upgrade_blockers, upgrade
+from ._opsets import upgrade, upgrade_blockers
 from .base import Pass, PassResult, option
 
 if TYPE_CHECKING:

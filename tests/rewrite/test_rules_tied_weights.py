@@ -52,7 +52,7 @@ def test_batched_head_stores_the_table_transposed_once(rng: np.random.Generator)
 
 def test_batched_head_scalar_and_vector_lookups(rng: np.random.Generator) -> None:
     text = head_text(f"B, S, {K}", f"B, S, {N}").replace("int64[B, S] ids)", "int64[B, S] ids, int64 one, int64[S] v)")
-    text = text.replace(f"emb) {{", f"emb, float[{K}] e0, float[S, {K}] e1) {{")
+    text = text.replace("emb) {", f"emb, float[{K}] e0, float[S, {K}] e1) {{")
     text = text.replace("emb = Gather (w, ids)", "emb = Gather (w, ids)\n  e0 = Gather (w, one)\n  e1 = Gather (w, v)")
     check_fuses(text, {"w": table(rng)}, "matmul-transposed-const", {"Gather": 3, "Transpose": 2, "MatMul": 1},
                 bindings=IDS_BIND)
@@ -61,13 +61,13 @@ def test_batched_head_scalar_and_vector_lookups(rng: np.random.Generator) -> Non
 def test_batched_head_with_symbolic_dims_reshapes_to_gemm(rng: np.random.Generator) -> None:
     # W is also read by something other than a Gather: it cannot be stored transposed, Gemm reads it via transB
     text = head_text(f"B, S, {K}", f"B, S, {N}").replace("emb = Gather (w, ids)", "emb = Gather (w, ids)\n"
-                                                              f"  wn = Mul (w, w)").replace(
-        f"emb) {{", f"emb, float[{N}, {K}] wn) {{")
+                                                              "  wn = Mul (w, w)").replace(
+        "emb) {", f"emb, float[{N}, {K}] wn) {{")
     m = check_fuses(text, {"w": table(rng)}, "matmul-transposed-const",
                     {"Gather": 1, "Mul": 1, "Reshape": 2, "Gemm": 1, "Shape": 1, "Concat": 1}, bindings=IDS_BIND)
     shape = next(n for n in m.graph if n.op_type == "Shape")
     assert (shape.attr("start"), shape.attr("end")) == (0, 2)
-    assert list(m.graph.initializers)[0] == "w"
+    assert next(iter(m.graph.initializers)) == "w"
 
 
 def gemm_form_text(a_dims: str, out_dims: str, **kw: object) -> str:
@@ -167,7 +167,7 @@ def test_opset_below_11(rng: np.random.Generator) -> None:
 
 def test_transpose_read_elsewhere(rng: np.random.Generator) -> None:
     text = head_text(f"M, {K}", f"M, {N}").replace("y = MatMul (a, wt)", "y = MatMul (a, wt)\n  z = Relu (wt)")
-    text = text.replace(f"emb) {{", f"emb, float[{K}, {N}] z) {{")
+    text = text.replace("emb) {", f"emb, float[{K}, {N}] z) {{")
     check_not_fused(text, {"w": table(rng)}, "matmul-transposed-const", "also read by Relu")
 
 

@@ -67,6 +67,13 @@ def _run_graphopt_noshapes(graphopt: Any, src: str, dst: str) -> dict[str, Any]:
     return {}
 
 
+def _run_graphopt_opset23(graphopt: Any, src: str, dst: str) -> dict[str, Any]:
+    m = graphopt.load(src)
+    graphopt.run(m, preset="O2", options={"fuse": {"target-opset": 23}})  # RMSNormalization, Gelu, LayerNorm
+    graphopt.save(m, dst)
+    return {}
+
+
 def _prep_onnx_tool(module: str) -> Callable[[], Any]:
     def prep() -> Any:
         import onnx
@@ -148,6 +155,9 @@ ADAPTERS: dict[str, Adapter] = {a.name: a for a in [
     Adapter("graphopt-noshapes", "graphopt",
             "graphopt -O2 with graphopt.run(..., annotate_shapes=False): no inferred shapes in value_info",
             _prep_graphopt, _run_graphopt_noshapes),
+    Adapter("graphopt-opset23", "graphopt",
+            "graphopt -O2 --set fuse.target-opset=23: the opset raised where every op keeps its meaning",
+            _prep_graphopt, _run_graphopt_opset23),
     Adapter("onnxsim", "onnxsim", "onnxsim.simplify(model) with defaults (check_n=0)",
             _prep_onnx_tool("onnxsim"), _run_onnxsim),
     Adapter("onnxslim", "onnxslim", "onnxslim.slim(model) with defaults", _prep_onnx_tool("onnxslim"), _run_onnxslim),
@@ -164,8 +174,8 @@ ADAPTERS: dict[str, Adapter] = {a.name: a for a in [
             _prep_polygraphy, _run_polygraphy),
 ]}
 
-# the default tool list; variants (graphopt-noshapes) run only when named with --tools
-TOOLS: list[str] = [t for t in ADAPTERS if t != "graphopt-noshapes"]
+# the default tool list; graphopt's variants (graphopt-noshapes, graphopt-opset23) run only when named in --tools
+TOOLS: list[str] = [t for t in ADAPTERS if not t.startswith("graphopt-")]
 
 
 def tool_version(name: str) -> str:

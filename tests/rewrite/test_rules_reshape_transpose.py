@@ -117,3 +117,10 @@ g (float[2, N, 3, 4] x0) => (float[2, 4, 3] y) {
 """
     check_not_fused(text, {"t1": np.array([2, 3, 4], I64), "t2": np.array([2, 4, 3], I64)},
                     "reshape-transpose-reshape", "the shape of x is unknown")
+
+
+def test_split_back_through_minus_one() -> None:
+    # ViT (dynamo): [B, 4, 17, 16] -> [-1, 17, 16] -> [B*4, 16, 17] -> [-1, 4, 16, 17]
+    text, inits = static_text("B, 4, 17, 16", [-1, 17, 16], [0, 2, 1], [-1, 4, 16, 17], "B, 4, 16, 17")
+    m = check_fuses(text, inits, "reshape-transpose-reshape", {"Transpose": 1}, bindings=BIND)
+    assert next(iter(m.graph)).attr("perm") == [0, 1, 3, 2]

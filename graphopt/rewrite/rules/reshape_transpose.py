@@ -17,7 +17,8 @@ block of (i_0, ..., i_{k-1}) at flat index P-major), the Transpose keeps axis 0 
 the second Reshape splits axis 0 back into the same k axes. The shapes are read from the shape symbols:
 the first Reshape's output must end with x's trailing m dims (its leading dim is then the product P, element counts
 being equal), and the last Reshape's output must be x's k leading dims followed by the permuted trailing dims, all
-provably equal (same static size or same symbol). The target computations (Shape/Slice/Concat) become dead and go
+provably equal (same static size or same symbol), except that one dim may be unknown (a -1 in the target) when
+every other one is a static positive size: equal element counts then make it the wanted dim. The target computations (Shape/Slice/Concat) become dead and go
 with dead-code elimination; a following or preceding Transpose composes with the new one (eliminate-noops).
 """
 
@@ -68,6 +69,20 @@ def _same(a: Any, b: Any) -> bool:
     return a is not None and b is not None and a == b
 
 
+def _split_back(got: list[Any], want: list[Any]) -> bool:
+    """`got` is provably `want`: every dim equal, or all but one unknown dim (a -1 in the target) equal to static
+    positive sizes, in which case equal element counts make the unknown one the wanted dim too."""
+    unknown = [i for i, d in enumerate(got) if d is None]
+    if len(unknown) > 1:
+        return False
+    for i, (a, b) in enumerate(zip(got, want)):
+        if i in unknown:
+            continue
+        if not _same(a, b) or (unknown and not (isinstance(a, int) and a > 0)):
+            return False
+    return True
+
+
 class ReshapeTransposeReshape(Rule):
     name = "reshape-transpose-reshape"
     summary = "Reshape merging leading axes + Transpose of the rest + Reshape splitting them -> one Transpose"
@@ -95,7 +110,7 @@ class ReshapeTransposeReshape(Rule):
         if perm[0] != 0:
             return Fail(f"{describe(tr)} moves the merged axis (perm {perm})")
         want = [*xs[:k], *(xs[k - 1 + p] for p in perm[1:])]
-        if len(s2) != len(want) or not all(_same(a, b) for a, b in zip(s2, want)):
+        if len(s2) != len(want) or not _split_back(list(s2), want):
             return Fail(f"the last Reshape gives {list(s2)}, not the split-back shape {want}")
         m.data["perm"] = [*range(k), *(k - 1 + p for p in perm[1:])]
         return None

@@ -23,7 +23,8 @@ BODIES = {
     "transpose": ("mm = MatMul (x, w)\n  tp = Transpose <perm = [0, 2, 1]> (mm)\n  y = Mul (tp, c)", "B, 8, S"),
     "plain": ("mm = MatMul (x, w)\n  ad = Add (mm, b)\n  y = Mul (ad, c)", "B, S, 8"),
 }
-EXPECT = {"sdpa": {"MatMul": 1, "Add": 1, "Reshape": 1, "Transpose": 1}, "reshape": {"MatMul": 1, "Add": 1, "Reshape": 1},
+EXPECT = {"sdpa": {"MatMul": 1, "Add": 1, "Reshape": 1, "Transpose": 1},
+          "reshape": {"MatMul": 1, "Add": 1, "Reshape": 1},
           "transpose": {"MatMul": 1, "Transpose": 1}, "plain": {"MatMul": 1, "Add": 1}}
 
 

@@ -18,8 +18,9 @@ the second Reshape splits axis 0 back into the same k axes. The shapes are read 
 the first Reshape's output must end with x's trailing m dims (its leading dim is then the product P, element counts
 being equal), and the last Reshape's output must be x's k leading dims followed by the permuted trailing dims, all
 provably equal (same static size or same symbol), except that one dim may be unknown (a -1 in the target) when
-every other one is a static positive size: equal element counts then make it the wanted dim. The target computations (Shape/Slice/Concat) become dead and go
-with dead-code elimination; a following or preceding Transpose composes with the new one (eliminate-noops).
+every other one is a static positive size: equal element counts then make it the wanted dim. The target
+computations (Shape/Slice/Concat) become dead and go with dead-code elimination; a following or preceding Transpose
+composes with the new one (eliminate-noops).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from graphopt.testing import assert_same_outputs, assert_valid, count_ops, from_text, run_pass, snapshot
 
@@ -124,3 +125,54 @@ def test_split_back_through_minus_one() -> None:
     text, inits = static_text("B, 4, 17, 16", [-1, 17, 16], [0, 2, 1], [-1, 4, 16, 17], "B, 4, 16, 17")
     m = check_fuses(text, inits, "reshape-transpose-reshape", {"Transpose": 1}, bindings=BIND)
     assert next(iter(m.graph)).attr("perm") == [0, 1, 3, 2]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reshape-elementwise-reshape
+# ---------------------------------------------------------------------------------------------------------------
+GPT2_MLP = """
+<ir_version: 8, opset_import: ["" : 20]>
+g (float[B, S, 8] x, float[M, 16] h) => (float[M, 16] y) {
+  s = Shape <end = 2> (x)
+  t1 = Concat <axis = 0> (s, sixteen)
+  r1 = Reshape <allowzero = 1> (h, t1)
+  a = OP
+  y = Reshape (a, t2)
+}
+"""
+
+
+@pytest.mark.parametrize("op", ['Gelu <approximate = "tanh"> (r1)', "Relu (r1)", "LeakyRelu <alpha = 0.2> (r1)"])
+def test_elementwise_between_reshapes(op: str) -> None:
+    # GPT-2 (dynamo): Gemm -> Reshape [B, S, 4H] -> Gelu -> Reshape [-1, 4H] -> Gemm; here h plays Gemm's [B*S, 16]
+    text = GPT2_MLP.replace("OP", op)
+    inits = {"sixteen": np.array([16], I64), "t2": np.array([-1, 16], I64)}
+    m = from_text(text, inits)
+    before = snapshot(m)
+    assert fuse(m, ["reshape-elementwise-reshape"]).get("reshape-elementwise-reshape") == 1
+    run_pass(m, "dce")
+    assert len(list(m.graph)) == 1
+    assert_valid(m)
+    # x fixes B and S; h must have B*S rows
+    assert_same_outputs(before, m, bindings=[{"B": 2, "S": 3, "M": 6}, {"B": 1, "S": 5, "M": 5}])
+    assert fuse(m, ["reshape-elementwise-reshape"]) == {}
+
+
+def test_elementwise_reshaped_to_another_shape() -> None:
+    text, inits = static_text("2, 12", [2, 3, 4], [0, 1, 2], [6, 4], "6, 4")
+    text = text.replace("tr = Transpose <perm = [0, 1, 2]> (r1)", "tr = Relu (r1)")
+    check_not_fused(text, inits, "reshape-elementwise-reshape", "not the input's shape")
+
+
+def test_elementwise_shape_unknown() -> None:
+    text = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2, N, 12] x0) => (float[2, 12] y) {
+  x = Squeeze (x0)
+  r1 = Reshape (x, t1)
+  a = Relu (r1)
+  y = Reshape (a, t2)
+}
+"""
+    check_not_fused(text, {"t1": np.array([2, 3, 4], I64), "t2": np.array([2, 12], I64)},
+                    "reshape-elementwise-reshape", "the shape of the input is unknown")

@@ -1,4 +1,5 @@
-"""Merge leading axes, transpose the rest, split them again -> one Transpose.
+"""Reshape round trips: merge leading axes, transpose the rest, split them again -> one Transpose; reshape, apply
+an element-wise op, reshape back -> the element-wise op.
 
 torch's dynamo exporter decomposes ``scaled_dot_product_attention`` with ``k.transpose(-2, -1)`` on 3-D views::
 
@@ -21,6 +22,12 @@ provably equal (same static size or same symbol), except that one dim may be unk
 every other one is a static positive size: equal element counts then make it the wanted dim. The target
 computations (Shape/Slice/Concat) become dead and go with dead-code elimination; a following or preceding Transpose
 composes with the new one (eliminate-noops).
+
+``reshape-elementwise-reshape``: ``Reshape(U(Reshape(y, t1)), t2) == U(y)`` for a unary element-wise op U (Gelu,
+Relu, Tanh, ...; no axis, output shaped like its input) when the result's shape is provably y's (the dims compared
+as above, one -1 next to static sizes allowed): U commutes with Reshape, and two Reshapes that end in the starting
+shape leave every element in place. GPT-2's dynamo export runs its MLP activation on a [B, S, 4H] view between two
+2-D Gemms.
 """
 
 from __future__ import annotations
@@ -120,4 +127,34 @@ class ReshapeTransposeReshape(Rule):
         return [b.op("Transpose", m["x"], perm=m.data["perm"])]
 
 
-RULES = [ReshapeTransposeReshape]
+# Unary ops applied element by element (no axis, no shape of their own): they commute with any Reshape.
+_ELEMENTWISE = ("Relu", "Sigmoid", "Tanh", "Erf", "Gelu", "Exp", "Log", "Neg", "Abs", "Sqrt", "Reciprocal",
+                "LeakyRelu", "Elu", "Selu", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Celu", "Mish", "Sin",
+                "Cos", "Floor", "Ceil", "Round", "Sign", "Not", "Identity")
+
+
+class ReshapeElementwiseReshape(Rule):
+    name = "reshape-elementwise-reshape"
+    summary = "Reshape of an element-wise op of a Reshape, back to the first input's shape -> the element-wise op"
+    opsets = (5, None)
+    pattern = Pat("Reshape", Pat(_ELEMENTWISE, Pat("Reshape", Var("y"), Var("t1"), allow_extra_inputs=True,
+                                                     name="r1"), allow_extra_inputs=True, name="op"),
+                  Var("t2"), allow_extra_inputs=True, name="r2")
+
+    def check(self, m: Match, ctx: RewriteContext) -> Fail | None:
+        ys = ctx.shape_of(m["y"])
+        out = _reshape_dims(ctx, m.node("r2"))
+        if ys is None or out is None:
+            return Fail("the shape of " + ("the input" if ys is None else "the result") + " is unknown")
+        if len(ys) != len(out) or not _split_back(list(out), list(ys)):
+            return Fail(f"the last Reshape gives {list(out)}, not the input's shape {list(ys)}")
+        return None
+
+    def rewrite(self, m: Match, b: Builder) -> list[Value]:
+        op = m.node("op")
+        n = b.node(op.op_type, [m["y"], *op.inputs[1:]], {k: a.value for k, a in op.attrs.items()},
+                   domain=op.domain)
+        return [n.output]
+
+
+RULES = [ReshapeTransposeReshape, ReshapeElementwiseReshape]

@@ -285,11 +285,26 @@ def latency(path: Path, feeds: dict[str, np.ndarray], runs: int, warmup: int) ->
 
 
 def paired_latency(original: Path, optimized: Path, feeds: dict[str, np.ndarray], runs: int,
-                   warmup: int, budget: float = 0.25, optimized_level: bool = True) -> tuple[float, float]:
+                   warmup: int, budget: float = 0.25, optimized_level: bool = True,
+                   sessions: int = 1) -> tuple[float, float]:
     """(original, optimized) median seconds per run, the two sessions timed alternately so that the load of a
     shared machine hits both alike. At least `runs` runs each; more for fast models, up to about `budget`
     seconds per session (capped at 2000 runs), since a median of 10 sub-millisecond runs is mostly noise.
-    `optimized_level`: ORT_ENABLE_ALL (True) or ORT_DISABLE_ALL (False) for both sessions."""
+    `optimized_level`: ORT_ENABLE_ALL (True) or ORT_DISABLE_ALL (False) for both sessions.
+
+    With `sessions` > 1, that many fresh session pairs are timed and each side keeps its fastest median: an
+    onnxruntime session now and then runs a model several times slower than another session of the same file
+    (seen on resnet_ts under ORT_ENABLE_ALL: about one session in six, 3x slower), which would otherwise decide
+    a ratio."""
+    best_a, best_b = math.inf, math.inf
+    for _ in range(max(1, sessions)):
+        a, b = _paired_once(original, optimized, feeds, runs, warmup, budget, optimized_level)
+        best_a, best_b = min(best_a, a), min(best_b, b)
+    return best_a, best_b
+
+
+def _paired_once(original: Path, optimized: Path, feeds: dict[str, np.ndarray], runs: int, warmup: int,
+                 budget: float, optimized_level: bool) -> tuple[float, float]:
     sa, sb = session(original, optimized=optimized_level), session(optimized, optimized=optimized_level)
     fa, fb = _feeds_for(sa, feeds), _feeds_for(sb, feeds)
     est = 0.0
@@ -413,7 +428,7 @@ def _interface(m: onnx.ModelProto) -> tuple:
 
 def evaluate_tool(tool: str, spec: ModelSpec, original: onnx.ModelProto, work: Path, timeout: float,
                   feeds: list[dict[str, np.ndarray]], refs: list[list[Any]] | None, runs: int, warmup: int,
-                  latency_before: float | None, keep: bool) -> ToolResult:
+                  latency_before: float | None, keep: bool, sessions: int = 1) -> ToolResult:
     tdir = work / tool
     shutil.rmtree(tdir, ignore_errors=True)
     src = copy_model(spec.path, tdir / "in")         # a fresh copy per tool: no tool sees another's leftovers
@@ -465,11 +480,12 @@ def evaluate_tool(tool: str, spec: ModelSpec, original: onnx.ModelProto, work: P
     del sess
     if latency_before is not None and res.match is not False:
         try:
-            res.latency_original, res.latency = paired_latency(spec.path, dst, feeds[0], runs, warmup)
+            res.latency_original, res.latency = paired_latency(spec.path, dst, feeds[0], runs, warmup,
+                                                               sessions=sessions)
             res.latency_ratio = res.latency / res.latency_original if res.latency_original > 0 else None
             res.speedup_all = res.latency_original / res.latency if res.latency > 0 else None
             res.latency_original_off, res.latency_off = paired_latency(spec.path, dst, feeds[0], runs, warmup,
-                                                                       optimized_level=False)
+                                                                       optimized_level=False, sessions=sessions)
             res.speedup_off = res.latency_original_off / res.latency_off if res.latency_off > 0 else None
             res.session_original_s, res.session_s = session_seconds(spec.path, dst)
         except Exception as e:
@@ -507,7 +523,7 @@ def evaluate_model(spec: ModelSpec, tools: list[str], args: argparse.Namespace) 
     work = args.work / spec.id.replace("/", "__")
     for tool in tools:
         mr.tools[tool] = evaluate_tool(tool, spec, original, work, args.timeout, feeds, refs, args.runs,
-                                       args.warmup, lat, args.keep)
+                                       args.warmup, lat, args.keep, getattr(args, "sessions", 1))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     if _sha256(spec.path) != digest:
@@ -763,7 +779,8 @@ def to_json(results: list[ModelResult], tools: list[str], args: argparse.Namespa
         models.append(d)
     return {
         "schema_version": SCHEMA_VERSION,
-        "settings": {"runs": args.runs, "warmup": args.warmup, "timeout": args.timeout, "rtol": RTOL, "atol": ATOL,
+        "settings": {"runs": args.runs, "warmup": args.warmup, "sessions": getattr(args, "sessions", 1),
+                     "timeout": args.timeout, "rtol": RTOL, "atol": ATOL,
                      "threads": 1, "python": platform.python_version(), "onnx": onnx.__version__,
                      "onnxruntime": ort.__version__, "graphopt_passes": graphopt_passes()},
         "tools": {t: {"version": peers.tool_version(t), "runs": peers.ADAPTERS[t].summary} for t in tools},
@@ -830,6 +847,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="minimum timed ORT runs per latency figure (median; default 20; fast models get more, "
                          "up to ~0.25 s per session)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed ORT runs first (default 2)")
+    ap.add_argument("--sessions", type=int, default=2,
+                    help="fresh session pairs per latency figure, each side keeping its fastest (default 2)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per tool per model (default 300)")
     ap.add_argument("--json", type=Path, help="write every figure to this JSON file")
     ap.add_argument("--work", type=Path, default=HERE / "_work", help="scratch folder (default benchmarks/_work)")

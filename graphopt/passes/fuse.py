@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..ir.core import Model
 from ..rewrite.driver import DEFAULT_MAX_REWRITES, rewrite_model
 from ..rewrite.rule import LEVELS, Rule
+from ._opsets import upgrade, upgrade_blockers
 from .base import Pass, PassResult, option
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ class Fuse(Pass):
     skip_rules: tuple[str, ...] = option((), "rules not to run")
     max_rewrites: int = option(DEFAULT_MAX_REWRITES, "stop after this many rewrites (a safety cap: every built-in "
                                                      "rule removes at least one node)")
+    target_opset: int = option(0, "raise the model's default-domain opset to this version first, when every op "
+                                  "keeps its meaning there, so that rules may emit newer ops (23: "
+                                  "RMSNormalization); 0 keeps the model's opset")
 
     def __post_init__(self) -> None:
         # a bad level is a usage error when the pipeline is built, not a pass failure later
@@ -63,9 +67,26 @@ class Fuse(Pass):
 
     def run(self, model: Model, ctx: JitContext) -> PassResult:
         rules = self.selected_rules(ctx)
+        raised = self._raise_opset(model)
         st = rewrite_model(model, rules, jit=ctx, max_rewrites=self.max_rewrites)
         stats: dict[str, int] = {"rewrites": st.rewrites} if st.rewrites else {}
+        if raised:
+            stats["opset_raised"] = 1
         stats.update(sorted(st.fired.items()))
         if st.cap_hit:
             stats["cap_hit"] = 1
-        return PassResult(changed=st.rewrites > 0, stats=stats)
+        return PassResult(changed=st.rewrites > 0 or raised, stats=stats)
+
+    def _raise_opset(self, model: Model) -> bool:
+        """Raise the default-domain opset to `target_opset` where that keeps every op's meaning."""
+        have = model.opset("")
+        if not self.target_opset or have is None or have >= self.target_opset:
+            return False
+        why = upgrade_blockers(model, self.target_opset)
+        if why:
+            log.warning("fuse: the model keeps opset %d (target-opset %d): %s", have, self.target_opset,
+                        "; ".join(why[:3]) + (f" (+{len(why) - 3} more)" if len(why) > 3 else ""))
+            return False
+        upgrade(model, self.target_opset)
+        log.info("fuse: raised the default-domain opset from %d to %d", have, self.target_opset)
+        return True

@@ -11,7 +11,7 @@ output names), then the node is removed once nothing reads it. Cases:
 * Transpose with the identity permutation; Transpose of a Transpose (composed into one, removed when identity);
 * Squeeze of an Unsqueeze over the same axes, and Unsqueeze of a Squeeze over the same axes;
 * Pad with all-zero pads; Slice over the full range of every sliced axis; Concat of one input; Split into one;
-* x + 0, 0 + x, x - 0, x * 1, 1 * x, x / 1, x ^ 1, where the constant's broadcast provably leaves x's shape and
+* x + 0, 0 + x, x - 0, x * 1, 1 * x, x / 1, x ^ 1, x and true, x or false, where the constant's broadcast provably leaves x's shape and
   dtype unchanged (for floats x + 0 turns -0.0 into +0.0: equal values, as every ONNX optimizer assumes);
 * Reshape of a Reshape (the first used only by the second, and the second's target has no 0 that would copy an
   intermediate dim); Cast of a Cast whose intermediate type holds every value of the source type exactly;
@@ -571,12 +571,12 @@ def _try_split_one(node: Node, ctx: JitContext) -> bool:
     return _forward(node, node.output, x)
 
 
-_NEUTRAL = {"Add": 0, "Sub": 0, "Mul": 1, "Div": 1, "Pow": 1}
-_COMMUTATIVE = frozenset({"Add", "Mul"})
+_NEUTRAL = {"Add": 0, "Sub": 0, "Mul": 1, "Div": 1, "Pow": 1, "And": True, "Or": False}
+_COMMUTATIVE = frozenset({"Add", "Mul", "And", "Or"})
 
 
 def _try_neutral(node: Node, ctx: JitContext) -> bool:
-    """x + 0, 0 + x, x - 0, x * 1, 1 * x, x / 1, x ^ 1."""
+    """x + 0, 0 + x, x - 0, x * 1, 1 * x, x / 1, x ^ 1, x and true, x or false."""
     op = node.op_type
     a, b = node.input(0), node.input(1)
     if a is None or b is None:
@@ -683,4 +683,6 @@ _CASES: dict[str, list[_Case]] = {
     "Mul": [("neutral_element", _try_neutral)],
     "Div": [("neutral_element", _try_neutral)],
     "Pow": [("neutral_element", _try_neutral)],
+    "And": [("neutral_element", _try_neutral)],
+    "Or": [("neutral_element", _try_neutral)],
 }

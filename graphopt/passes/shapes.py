@@ -12,7 +12,8 @@ What it does, reading ``ctx.symbols`` (re-inferred first when the model changed)
 * **Partly symbolic Reshape targets become constants with 0 and -1.** For ``Reshape(x, target)`` where `target`
   is computed (typically ``Shape -> Gather -> Unsqueeze -> Concat``) and its value is known symbolically, each
   entry becomes: the same constant when it is static; ``0`` (copy the input dim) when it is provably equal to the
-  input's dim at that index and ``allowzero`` is 0; ``-1`` for at most one remaining entry, only when every other
+  input's dim at that index and ``allowzero`` is 0 (or 1 with no literal 0 in the target, where it means nothing
+  and is dropped); ``-1`` for at most one remaining entry, only when every other
   output dim is a static positive constant (then ``-1`` is exactly ``total / product``, also when some symbol is
   0). Otherwise the Reshape is left alone.
 * The chains these rewrites disconnect are removed at once when nothing else reads them (pure shape ops only);
@@ -128,6 +129,8 @@ class SimplifyShapes(Pass):
             assert n.graph is not None and old is not None
             c = Builder(n.graph).const(np.asarray(tgt, dtype=np.int64), prefix=f"{n.output.name}_shape")
             n.replace_input_with(1, c)
+            if int(n.attr("allowzero", 0)) and 0 in tgt:
+                n.del_attr("allowzero")  # _reshape_target found no literal 0: the 0s it wrote are copies
             rewritten += 1
             if old.producer is not None:
                 dead.append(old.producer)
@@ -184,6 +187,10 @@ def _reshape_target(n: Node, table: Any) -> list[int] | None:
     if tgt is None:
         return None
     allowzero = int(n.attr("allowzero", 0))
+    if allowzero and all(e.c is None or e.c != 0 for e in tgt):
+        # With no literal 0 in the target, allowzero changes nothing (the dynamo exporter sets it on every
+        # Reshape): read the target as allowzero = 0, and the rewrite drops the attribute, so that copies apply.
+        allowzero = 0
     xs = table.shape_of(x)
     xdims = xs.dims if xs is not None else None
     new: list[int | None] = []

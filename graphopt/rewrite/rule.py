@@ -121,7 +121,16 @@ class RewriteContext:
         if d:
             return d
         t = const_tensor(v)
-        return t.dtype if t is not None else None
+        if t is not None:
+            return t.dtype
+        if self.jit is not None:
+            try:
+                d = self.jit.symbols.dtype_of(v)
+            except Exception:  # noqa: BLE001 - symbols are an optional aid; a failure there means "unknown"
+                d = None
+            if d:
+                return int(d)
+        return None
 
 
 def _plain_dim(d: Any) -> Any:

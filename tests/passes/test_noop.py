@@ -384,6 +384,24 @@ def test_neutral_element_is_removed(dtype: type, expr: str, value: int, cshape: 
               {"c": np.full(cshape, value, dtype)}, ["Abs", "Neg"])
 
 
+@pytest.mark.parametrize("expr,value,cshape", [
+    ("And(a, c)", True, []), ("And(c, a)", True, [4]), ("Or(a, c)", False, [1, 4]), ("Or(c, a)", False, []),
+])
+def test_boolean_neutral_element_is_removed(expr: str, value: bool, cshape: list[int]) -> None:
+    _positive(_g(f"a = Not(x)\n r = {expr}\n y = Not(r)", "(bool[N, 4] x) => (bool[N, 4] y)"),
+              {"c": np.full(cshape, value, np.bool_)}, ["Not", "Not"])
+
+
+@pytest.mark.parametrize("expr,value,cshape,sig", [
+    ("And(x, c)", False, [], None),  # x and false is false
+    ("Or(x, c)", True, [4], None),  # x or true is true
+    ("And(x, c)", True, [2, 4], "(bool[N, 4] x) => (bool[2, 4] y)"),  # broadcasting grows the shape
+])
+def test_boolean_neutral_look_alikes_stay(expr: str, value: bool, cshape: list[int], sig: str | None) -> None:
+    _negative(_g(f"r = {expr}\n y = Not(r)", sig or "(bool[N, 4] x) => (bool[N, 4] y)"),
+              {"c": np.full(cshape, value, np.bool_)})
+
+
 def test_pow_of_one_with_an_other_exponent_type() -> None:
     _positive(_g("a = Abs(x)\n r = Pow(a, c)\n y = Neg(r)"), {"c": np.array(1, I64)}, ["Abs", "Neg"])
 

@@ -136,10 +136,24 @@ def test_two_unresolved_entries_are_left_alone() -> None:
     assert op_types(m) == ["Shape", "Reshape"]
 
 
-def test_allowzero_forbids_copying_input_dims() -> None:
-    m, snap, rec = _once(SPLIT_HEADS.replace("y = Reshape(x, tgt)", "y = Reshape<allowzero=1>(x, tgt)"))
+def test_allowzero_forbids_copying_input_dims_when_the_target_has_a_literal_zero() -> None:
+    # [batch, seq, 0] -> [batch, seq, 0, 5]: with allowzero=1 the literal 0 is a zero dim, a copy would not be
+    text = SPLIT_HEADS.replace("y = Reshape(x, tgt)", "y = Reshape<allowzero=1>(x, tgt)").replace(
+        "float[batch, seq, 768] x) => (float[batch, seq, 12, 64] y)", "float[batch, seq, 0] x) => (float[batch, seq, 0, 5] y)")
+    m, snap, rec = _once(text, {"k": np.array([0, 5], np.int64)})
     assert not rec.changed
     assert _target(m, "y") is None
+
+
+def test_allowzero_without_a_literal_zero_is_dropped_and_dims_copied() -> None:
+    # the dynamo exporter writes allowzero=1 on every Reshape; without a literal 0 in the target it means nothing
+    m, snap, rec = _once(SPLIT_HEADS.replace("y = Reshape(x, tgt)", "y = Reshape<allowzero=1>(x, tgt)"))
+    assert op_types(m) == ["Reshape"] and _target(m, "y") == [0, 0, 12, 64]
+    (r,) = list(m.graph)
+    assert not r.attr("allowzero", 0)
+    assert_valid(m)
+    assert_same_outputs(snap, m, bindings=BINDINGS)
+    _idempotent(m)
 
 
 def test_existing_minus_one_blocks_a_second() -> None:

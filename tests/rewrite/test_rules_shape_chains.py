@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphopt.testing import from_text
+from graphopt.testing import assert_same_outputs, assert_valid, count_ops, from_text, run_pass, snapshot
 
-from .util import check_fuses, check_not_fused, explain_reasons
+from .util import check_fuses, check_not_fused, explain_reasons, fuse
 
 BIND = [{"N": 1}, {"N": 3}]
 
@@ -236,3 +236,68 @@ def test_fuse_reduce_unsqueeze_keepdims_already() -> None:
     text = reduce_text("ReduceSum", [1], [1], 13, keepdims=1).replace("float[N, 1, 5] y", "float[N, 1, 1, 5] y")
     check_not_fused(text, {"ra": np.array([1], np.int64), "ua": np.array([1], np.int64)}, "fuse-reduce-unsqueeze",
                     "keeps its dims already")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# an inner Unsqueeze/Squeeze shared by several of its kind: each merges it, the inner one goes with dce
+# ---------------------------------------------------------------------------------------------------------------
+SHARED = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3] x) => (float[1, 1, N, 3] y, float[1, N, 1, 3] z) {
+  u = Unsqueeze (x, k0)
+  y = Unsqueeze (u, k1)
+  z = Unsqueeze (u, k2)
+}
+"""
+SHARED_AXES = {"k0": np.array([0], np.int64), "k1": np.array([0], np.int64), "k2": np.array([2], np.int64)}
+
+
+def test_merge_unsqueeze_shared() -> None:
+    m = from_text(SHARED, SHARED_AXES)
+    before = snapshot(m)
+    stats = fuse(m, ["merge-unsqueeze", "merge-unsqueeze-shared"])
+    assert stats.get("merge-unsqueeze-shared") == 1 and stats.get("merge-unsqueeze") == 1  # the last one plain
+    run_pass(m, "dce")
+    assert dict(count_ops(m)) == {"Unsqueeze": 2}
+    assert_valid(m)
+    assert_same_outputs(before, m, bindings=BIND)
+    assert fuse(m, ["merge-unsqueeze", "merge-unsqueeze-shared"]) == {}
+
+
+def test_merge_squeeze_shared() -> None:
+    text = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 1, N, 1] x) => (float[N, 1] y, float[1, N] z) {
+  u = Squeeze (x, k0)
+  y = Squeeze (u, k0)
+  z = Squeeze (u, k2)
+}
+"""
+    m = from_text(text, {"k0": np.array([0], np.int64), "k2": np.array([2], np.int64)})
+    before = snapshot(m)
+    fuse(m, ["merge-squeeze", "merge-squeeze-shared"])
+    run_pass(m, "dce")
+    assert dict(count_ops(m)) == {"Squeeze": 2}
+    assert_same_outputs(before, m, bindings=BIND)
+
+
+def test_merge_unsqueeze_shared_with_a_reader_of_another_kind() -> None:
+    text = SHARED.replace("z = Unsqueeze (u, k2)", "z = Neg (u)").replace("float[1, N, 1, 3] z", "float[1, N, 3] z")
+    check_not_fused(text, SHARED_AXES, "merge-unsqueeze-shared", "is also read by Neg")
+
+
+def test_merge_unsqueeze_shared_single_reader_is_the_plain_rule() -> None:
+    text = SHARED.replace("  z = Unsqueeze (u, k2)\n", "").replace(", float[1, N, 1, 3] z", "")
+    check_not_fused(text, SHARED_AXES, "merge-unsqueeze-shared", "merge-unsqueeze's case")
+
+
+def test_merge_unsqueeze_shared_inner_is_a_graph_output() -> None:
+    text = SHARED.replace("float[1, N, 1, 3] z)", "float[1, N, 1, 3] z, float[1, N, 3] u)")
+    check_not_fused(text, SHARED_AXES, "merge-unsqueeze-shared", "is a graph output")
+
+
+def test_merge_unsqueeze_shared_not_an_unsqueeze() -> None:
+    text = SHARED.replace("u = Unsqueeze (x, k0)", "u = Reshape (x, k0)").replace(
+        "float[N, 3] x", "float[3] x").replace("N, ", "")
+    check_not_fused(text, {**SHARED_AXES, "k0": np.array([1, 3], np.int64)}, "merge-unsqueeze-shared",
+                    "is not the output of Unsqueeze")

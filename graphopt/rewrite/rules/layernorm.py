@@ -29,6 +29,7 @@ import numpy as np
 
 from ...ir.builder import Builder
 from ...ir.core import Node, Value
+from ...ir.tensors import Tensor
 from ..pattern import AnyOf, Const, Fail, Match, Pat, Var, describe
 from ..rule import RewriteContext, Rule, axes_input_or_attr, to_dtype
 from .common import scalar_rank_fail
@@ -51,6 +52,28 @@ def _reduce_axes(node: Node, ctx: RewriteContext, rank: int | None) -> list[int]
     if any(a >= 0 for a in axes):
         return Fail(f"{describe(node)} reduces axes {axes} and the rank is unknown")
     return sorted(axes)
+
+
+def normalized_scale(g: Tensor, shape: tuple | None, k: int) -> np.ndarray | None | Fail:
+    """gamma (a constant multiplied into a normalization over the last `k` dims of an x of `shape`) at the
+    normalized shape: an array when it must be materialized there, None when it can be used as it is, or why
+    it cannot be the scale input of a fused normalization."""
+    gshape = tuple(g.shape)
+    norm = tuple(shape[-k:]) if shape is not None and len(shape) >= k else None
+    if norm is not None and all(isinstance(d, int) for d in norm):
+        # gamma must broadcast to the normalized dims without touching the others
+        lead = gshape[:-k] if len(gshape) > k else ()
+        if any(d != 1 for d in lead) or len(gshape) > len(shape):  # type: ignore[arg-type]
+            return Fail(f"gamma has shape {list(gshape)}: it broadcasts beyond the normalized axes")
+        tail = gshape[-k:] if len(gshape) >= k else (1,) * (k - len(gshape)) + gshape
+        if any(t not in (1, n) for t, n in zip(tail, norm)):
+            return Fail(f"gamma has shape {list(gshape)}, the normalized dims are {list(norm)}")
+        if gshape == norm:
+            return None
+        return to_dtype(np.broadcast_to(np.asarray(g.numpy()).reshape(tail), norm), g)
+    if len(gshape) != k or any(d == 1 for d in gshape):
+        return Fail(f"x's normalized dims are unknown and gamma's shape {list(gshape)} does not pin them")
+    return None
 
 
 class FuseLayerNorm(Rule):
@@ -96,29 +119,17 @@ class FuseLayerNorm(Rule):
         g = m.tensor("gamma")
         if g.dtype != dt:
             return Fail("gamma's element type differs from x's")
-        gshape = tuple(g.shape)
-        norm = tuple(shape[-k:]) if shape is not None and len(shape) >= k else None
-        if norm is not None and all(isinstance(d, int) for d in norm):
-            # gamma must broadcast to the normalized dims without touching the others
-            lead = gshape[:-k] if len(gshape) > k else ()
-            if any(d != 1 for d in lead) or len(gshape) > len(shape):  # type: ignore[arg-type]
-                return Fail(f"gamma has shape {list(gshape)}: it broadcasts beyond the normalized axes")
-            tail = gshape[-k:] if len(gshape) >= k else (1,) * (k - len(gshape)) + gshape
-            if any(t not in (1, n) for t, n in zip(tail, norm)):
-                return Fail(f"gamma has shape {list(gshape)}, the normalized dims are {list(norm)}")
-            gamma = np.broadcast_to(np.asarray(g.numpy()).reshape(tail), norm)
-        else:
-            if len(gshape) != k or any(d == 1 for d in gshape):
-                return Fail(f"x's normalized dims are unknown and gamma's shape {list(gshape)} does not pin them")
-            gamma = None
-        m.data["gamma"] = None if gamma is None else to_dtype(gamma, g)
+        gamma = normalized_scale(g, shape, k)
+        if isinstance(gamma, Fail):
+            return gamma
+        m.data["gamma"] = gamma
         m.data["axis"] = -k
         m.data["epsilon"] = float(np.asarray(m.array("eps"), dtype=np.float64).reshape(-1)[0])
         return None
 
     def rewrite(self, m: Match, b: Builder) -> list[Value]:
         gamma = m["gamma"]
-        if m.data["gamma"] is not None and tuple(m.data["gamma"].shape) != tuple(m.tensor("gamma").shape):
+        if m.data["gamma"] is not None:
             gamma = b.const(m.data["gamma"], prefix=(gamma.name or "gamma") + "_full")
         n = b.node("LayerNormalization", [m["x"], gamma],
                    {"axis": m.data["axis"], "epsilon": m.data["epsilon"]})

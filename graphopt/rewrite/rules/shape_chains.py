@@ -11,7 +11,9 @@ the eliminate-noops pass's job, not this family's.)
 * ``Unsqueeze(Unsqueeze(x, a1), a2) == Unsqueeze(x, a)``: a2 names positions in the final output; the positions
   left free, in order, are the positions of the intermediate tensor, so a1's position p lands on the p-th free
   position. ``Squeeze(Squeeze(x, a1), a2) == Squeeze(x, a)`` symmetrically: a2's position p is the p-th axis of x
-  not in a1. Negative axes need the rank; Squeeze without axes (squeeze every 1) is left alone.
+  not in a1. Negative axes need the rank; Squeeze without axes (squeeze every 1) is left alone. When the inner
+  op is read by several ops of its own kind (``merge-unsqueeze-shared``, ``merge-squeeze-shared``), each merges
+  it and the inner op goes with dead-code elimination (one node less in the end; onnxoptimizer does the same).
 """
 
 from __future__ import annotations
@@ -135,14 +137,16 @@ class _MergeSqueezeLike(Rule):
     opsets = (1, None)
 
     def check(self, m: Match, ctx: RewriteContext) -> Fail | None:
-        inner, outer = m.node("inner"), m.node("outer")
+        return self._merge(m, m.node("inner"), m.node("outer"), m["x"], ctx)
+
+    def _merge(self, m: Match, inner: Node, outer: Node, x: Value, ctx: RewriteContext) -> Fail | None:
         a1, why1 = axes_input_or_attr(inner, ctx, 1, 13)
         a2, why2 = axes_input_or_attr(outer, ctx, 1, 13)
         if why1 or why2:
             return Fail(why1 or why2)
         if a1 is None or a2 is None:
             return Fail(f"{describe(inner if a1 is None else outer)} has no axes")
-        r = ctx.rank_of(m["x"])
+        r = ctx.rank_of(x)
         if self.op == "Unsqueeze":
             if any(x < 0 for x in a1 + a2):
                 if r is None:
@@ -178,15 +182,17 @@ class _MergeSqueezeLike(Rule):
             if len(merged) != len(a1) + len(a2):
                 return Fail("the axes overlap")
         m.data["axes"] = merged
+        m.data["x"] = x
         return None
 
     def rewrite(self, m: Match, b: Builder) -> list[Value]:
         axes = m.data["axes"]
+        x = m.data["x"]
         model = b.graph.model
         opset = model.opset("") if model is not None else None
         if opset is not None and opset >= 13:
-            return [b.op(self.op, m["x"], b.const(np.array(axes, dtype=np.int64), prefix="axes"))]
-        return [b.node(self.op, [m["x"]], copy_attrs(m.node("outer"), axes=axes)).output]
+            return [b.op(self.op, x, b.const(np.array(axes, dtype=np.int64), prefix="axes"))]
+        return [b.node(self.op, [x], copy_attrs(m.node("outer"), axes=axes)).output]
 
 
 class MergeUnsqueeze(_MergeSqueezeLike):
@@ -205,4 +211,43 @@ class MergeSqueeze(_MergeSqueezeLike):
                   allow_extra_inputs=True, name="outer")
 
 
-RULES = [FlattenConcat, MergeSlices, MergeUnsqueeze, MergeSqueeze]
+class _MergeShared(_MergeSqueezeLike):
+    """The same merge when the inner op is read by several ops of the same kind: each reader merges it into its
+    own op, and the inner op, left unread, goes with dead-code elimination (so the merges save a node in the end;
+    when any reader is of another kind the inner op would stay, and nothing is tried)."""
+
+    def check(self, m: Match, ctx: RewriteContext) -> Fail | None:
+        mid, outer = m["mid"], m.node("outer")
+        inner = mid.producer
+        if inner is None or inner.op_type != self.op or inner.domain not in ("", "ai.onnx") or mid.index != 0:
+            return Fail(f"input 0 of {describe(outer)} ({describe_value(mid)}) is not the output of {self.op}")
+        if inner.graph is not outer.graph:
+            return Fail(f"{describe(inner)} is in an enclosing graph")
+        uses = mid.uses()
+        if len(uses) < 2:
+            return Fail(f"{describe(inner)} is read by this {self.op} only (merge-{self.op.lower()}'s case)")
+        for u, i in uses:
+            if u.op_type != self.op or u.domain not in ("", "ai.onnx") or i != 0:
+                return Fail(f"{describe(inner)} is also read by {describe(u)}: it would stay")
+        if mid.is_graph_output():
+            return Fail(f"{describe_value(mid)} is a graph output")
+        x = inner.input(0)
+        assert x is not None
+        return self._merge(m, inner, outer, x, ctx)
+
+
+class MergeUnsqueezeShared(_MergeShared):
+    name = "merge-unsqueeze-shared"
+    summary = "Unsqueezes of one Unsqueeze -> each one Unsqueeze (the shared one goes)"
+    op = "Unsqueeze"
+    pattern = Pat("Unsqueeze", Var("mid"), allow_extra_inputs=True, name="outer")
+
+
+class MergeSqueezeShared(_MergeShared):
+    name = "merge-squeeze-shared"
+    summary = "Squeezes of one Squeeze -> each one Squeeze (the shared one goes)"
+    op = "Squeeze"
+    pattern = Pat("Squeeze", Var("mid"), allow_extra_inputs=True, name="outer")
+
+
+RULES = [FlattenConcat, MergeSlices, MergeUnsqueeze, MergeSqueeze, MergeUnsqueezeShared, MergeSqueezeShared]

@@ -7,11 +7,8 @@ import sys
 import click
 
 from graphopt.errors import EXIT_OK
-from graphopt.report import Report
-from graphopt.runner import Job
 
 from .common import State, common_options, handle_errors, setup_logging
-from .fanout import finish, human_console, run_jobs
 from .options import (
     make_config,
     make_validate_options,
@@ -49,6 +46,12 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, preset: str | 
       graphopt check model.onnx --fail-if-optimizable --report-json check.json
       graphopt check a.onnx b.onnx -j 2 --report-md "$GITHUB_STEP_SUMMARY"
     """
+    # imported here, not at module level: `graphopt --help` must not import onnx (see cli/main.py)
+    from graphopt.report import Report
+    from graphopt.runner import Job
+
+    from .fanout import finish, human_console, run_jobs
+
     setup_logging(verbose, quiet)
     if "-" in models and len(models) > 1:
         raise click.UsageError("stdin ('-') can only be read as the only model")

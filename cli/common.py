@@ -18,7 +18,6 @@ import click
 from rich.console import Console
 
 from graphopt.errors import EXIT_INTERNAL, GraphoptError, UsageError
-from graphopt.jit.translators import TranslatorRegistry, install_defaults
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -102,6 +101,8 @@ def handle_errors(fn: F) -> F:
                 pass
             sys.exit(1)
         except Exception as e:  # noqa: BLE001 - the CLI boundary: nothing escapes as a traceback
+            from graphopt.jit.translators import TranslatorRegistry, install_defaults  # not at start-up
+
             reg = TranslatorRegistry()
             install_defaults(reg)
             err = reg.translate(e, stage="cli")

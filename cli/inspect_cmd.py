@@ -6,13 +6,6 @@ import json
 from typing import Any
 
 import click
-from rich.table import Table
-
-from graphopt.files import read_model
-from graphopt.jit import init
-from graphopt.pipeline import PipelineConfig
-from graphopt.report import fmt_bytes
-from graphopt.summary import summarize
 
 from .common import State, common_options, handle_errors, setup_logging
 
@@ -32,6 +25,15 @@ def inspect_cmd(input: str, as_json: bool, no_symbols: bool, verbose: int, quiet
       graphopt inspect model.onnx --json > summary.json
       cat model.onnx | graphopt inspect -
     """
+    # imported here, not at module level: `graphopt --help` must not import onnx (see cli/main.py)
+    from rich.table import Table
+
+    from graphopt.files import read_model
+    from graphopt.jit import init
+    from graphopt.pipeline import PipelineConfig
+    from graphopt.report import fmt_bytes
+    from graphopt.summary import summarize
+
     st = State(verbose, quiet, debug)
     setup_logging(verbose, quiet)
     model = read_model(input)

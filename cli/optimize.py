@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
 from graphopt.errors import EXIT_OK, OutputError, UsageError
-from graphopt.files import check_output_path, default_output
-from graphopt.report import Report
-from graphopt.runner import Job, run_job
 
 from .common import State, common_options, handle_errors, setup_logging
-from .fanout import Steps, finish, human_console, run_jobs
 from .options import (
     make_config,
     make_validate_options,
@@ -56,6 +53,12 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
       graphopt optimize a.onnx b.onnx --out-dir opt/ -j 2
       cat model.onnx | graphopt optimize - -o - > out.onnx
     """
+    # imported here, not at module level: `graphopt --help` must not import onnx (see cli/main.py)
+    from graphopt.report import Report
+    from graphopt.runner import Job
+
+    from .fanout import finish, human_console, run_jobs
+
     setup_logging(verbose, quiet)
     outs = plan_outputs(inputs, output, out_dir, in_place)
     if outs == ["-"] and report_json == "-":
@@ -79,6 +82,8 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
 def plan_outputs(inputs: tuple[str, ...], output: str | None, out_dir: str | None, in_place: bool) -> list[str]:
     """The output path of each input (-o, --out-dir, --in-place or the default beside it), checked up front so
     that a bad combination is one usage error before any model is read; creates --out-dir."""
+    from graphopt.files import check_output_path, default_output
+
     if len(inputs) > 1:
         if output is not None:
             raise UsageError("-o names one output; with several inputs use --out-dir DIR")
@@ -104,6 +109,17 @@ def plan_outputs(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
     for inp, out in zip(inputs, outs):
         check_output_path(inp, out, in_place=in_place)
     return outs
+
+
+def __getattr__(name: str) -> Any:
+    # names this module used to import at module level, re-exported lazily for callers that take them from here
+    lazy = {"Job": "graphopt.runner", "run_job": "graphopt.runner", "Steps": "graphopt.cli.fanout",
+            "finish": "graphopt.cli.fanout", "human_console": "graphopt.cli.fanout", "run_jobs": "graphopt.cli.fanout"}
+    if name not in lazy:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(lazy[name]), name)
 
 
 __all__ = ["Job", "Steps", "finish", "human_console", "make_config", "make_validate_options", "optimize_cmd",

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from graphopt.errors import (
     UsageError,
 )
-from graphopt.pipeline import PipelineConfig, build_config
-from graphopt.validate import ORT_LEVELS, ValidateOptions
+from graphopt.validate.results import ORT_LEVELS, ValidateOptions  # plain data: no numpy, onnx or onnxruntime
+
+if TYPE_CHECKING:
+    from graphopt.pipeline import PipelineConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 StepFn = Callable[[str], None]
@@ -118,6 +120,8 @@ def make_config(*, preset: str | None, passes: tuple[str, ...], skip: tuple[str,
                 verify_each: bool) -> PipelineConfig:
     """The pipeline configuration from the shared pipeline flags (config file and pyproject.toml included),
     checked against the registry up front so that a typo is a usage error before any model is read."""
+    from graphopt.pipeline import build_config
+
     cfg = build_config(preset=preset, passes=_split(passes) if passes else None, skip=_split(skip),
                        sets=list(sets), max_rounds=max_rounds, strict=strict, config_path=config_path)
     cfg.verify_each = verify_each

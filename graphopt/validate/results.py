@@ -7,10 +7,10 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..ir import serde
-from ..ir.core import Model
+if TYPE_CHECKING:  # light at import time: the CLI builds ValidateOptions before any model is read
+    from ..ir.core import Model
 
 ORT_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -46,10 +46,14 @@ class ModelSource:
     @classmethod
     def of_model(cls, model: Model) -> ModelSource:
         """Serialize `model` (external tensors keep their references to files in the model's folder)."""
+        from ..ir import serde
+
         return cls(data=serde.serialize(model), base_dir=model.base_dir)
 
     def load(self) -> Model:
         """A fresh IR of this model (bisection re-optimizes from it)."""
+        from ..ir import serde
+
         if self.path is not None:
             return serde.load(self.path)
         assert self.data is not None

@@ -30,8 +30,9 @@ from .options import (
 def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, preset: str | None, passes: tuple[str, ...],
               skip: tuple[str, ...], sets: tuple[str, ...], config_path: str | None, max_rounds: int | None,
               strict: bool | None, verify_each: bool, validate: bool, seed: int, dims: tuple[str, ...],
-              trials: int, inputs_npz: str | None, rtol: float | None, atol: float | None, bench_runs: int,
-              threads: int, ort_level: str, do_bisect: bool, report_json: str | None, report_md: str | None,
+              trials: int | None, inputs_npz: str | None, rtol: float | None, atol: float | None,
+              bench_time: float, bench_runs: int | None, threads: int, bench_level: str, ort_level: str,
+              do_bisect: bool, report_json: str | None, report_md: str | None,
               jobs: int, verbose: int, quiet: bool, debug: bool) -> None:
     """Check models for CI: onnx.checker, onnxruntime, and an in-memory -O2 run that must validate.
 
@@ -59,7 +60,8 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, preset: str | 
     cfg = make_config(preset=preset, passes=passes, skip=skip, sets=sets, max_rounds=max_rounds, strict=strict,
                       config_path=config_path, verify_each=verify_each)
     vopts = make_validate_options(seed=seed, dims=dims, trials=trials, inputs_npz=inputs_npz, rtol=rtol, atol=atol,
-                                  bench_runs=bench_runs, threads=threads, ort_level=ort_level)
+                                  bench_runs=bench_runs, bench_time=bench_time, threads=threads,
+                                  ort_level=ort_level, bench_level=bench_level, jobs=jobs)
     stdin_data = sys.stdin.buffer.read() if models == ("-",) else None
     job_list = [Job("check", m, cfg, output=None, validate=validate, vopts=vopts, bisect=do_bisect,
                     fail_if_optimizable=fail_if_optimizable, debug=debug, data=stdin_data) for m in models]

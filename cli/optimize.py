@@ -38,8 +38,9 @@ from .options import (
 def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | None, in_place: bool,
                  preset: str | None, passes: tuple[str, ...], skip: tuple[str, ...], sets: tuple[str, ...],
                  config_path: str | None, max_rounds: int | None, strict: bool | None, verify_each: bool,
-                 validate: bool, seed: int, dims: tuple[str, ...], trials: int, inputs_npz: str | None,
-                 rtol: float | None, atol: float | None, bench_runs: int, threads: int, ort_level: str,
+                 validate: bool, seed: int, dims: tuple[str, ...], trials: int | None, inputs_npz: str | None,
+                 rtol: float | None, atol: float | None, bench_time: float, bench_runs: int | None, threads: int,
+                 bench_level: str, ort_level: str,
                  do_bisect: bool, report_json: str | None, report_md: str | None, jobs: int,
                  verbose: int, quiet: bool, debug: bool) -> None:
     """Optimize ONNX models, prove each result computes what the original did (onnxruntime), and report.
@@ -68,7 +69,8 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
     cfg = make_config(preset=preset, passes=passes, skip=skip, sets=sets, max_rounds=max_rounds, strict=strict,
                       config_path=config_path, verify_each=verify_each)
     vopts = make_validate_options(seed=seed, dims=dims, trials=trials, inputs_npz=inputs_npz, rtol=rtol, atol=atol,
-                                  bench_runs=bench_runs, threads=threads, ort_level=ort_level)
+                                  bench_runs=bench_runs, bench_time=bench_time, threads=threads,
+                                  ort_level=ort_level, bench_level=bench_level, jobs=jobs)
     stdin_data = sys.stdin.buffer.read() if inputs == ("-",) else None
     job_list = [Job("optimize", inp, cfg, output=out, in_place=in_place, validate=validate, vopts=vopts,
                     bisect=do_bisect, debug=debug, data=stdin_data) for inp, out in zip(inputs, outs)]

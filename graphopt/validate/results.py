@@ -13,6 +13,9 @@ if TYPE_CHECKING:  # light at import time: the CLI builds ValidateOptions before
     from ..ir.core import Model
 
 ORT_LEVELS = ("disable", "basic", "extended", "all")
+DEFAULT_TRIALS = 3
+BENCH_MIN_RUNS = 3      # timed runs of each model in a budgeted benchmark, however long they take
+BENCH_MAX_RUNS = 100    # ... and at most this many, however short
 
 
 # ================================================================================================================
@@ -21,17 +24,44 @@ ORT_LEVELS = ("disable", "basic", "extended", "all")
 @dataclass(frozen=True)
 class ValidateOptions:
     """How to validate. `dims` binds symbolic dims by name in every trial; unbound ones get small sizes that
-    change from trial to trial (see :func:`trial_bindings`)."""
+    change from trial to trial (see :func:`trial_bindings`).
+
+    Two kinds of onnxruntime sessions, for two questions:
+
+    - the proof (do both models compute the same outputs?) runs at `ort_level`, by default ``disable``: each model
+      runs as written, so the comparison is about graphopt's rewrites and not about which of onnxruntime's own
+      fusions happen to fire on each graph; creating such a session is cheap. Its runs use `check_threads`
+      intra-op threads (0: onnxruntime's default, one per core): nothing is timed there;
+    - the latency benchmark (is the optimized model faster?) runs at `bench_level`, by default ``all``, as a user
+      runs the model, with `threads` intra-op threads (1: steadier figures on a busy machine). It has a time
+      budget: after one warm-up run each, the two models run alternately until `bench_time` seconds have passed,
+      at least :data:`BENCH_MIN_RUNS` and at most :data:`BENCH_MAX_RUNS` times each; `bench_runs` N instead runs
+      exactly N times each (0: no benchmark).
+    """
 
     seed: int = 0
-    trials: int = 3
+    trials: int | None = None          # None: 3 when the inputs have symbolic dims, else 1 (see trial_count)
     dims: Mapping[str, int] = field(default_factory=dict)
     inputs: str | None = None          # an .npz file with real inputs (one trial)
     rtol: float | None = None          # overrides the per-dtype defaults for every float output
     atol: float | None = None
-    bench_runs: int = 10               # timed runs per model after a warm-up; 0 skips the benchmark
-    threads: int = 1                   # onnxruntime intra-op threads
-    ort_level: str = "all"             # onnxruntime graph optimization level: disable, basic, extended, all
+    bench_runs: int | None = None      # timed runs per model; None: as many as bench_time allows; 0: no benchmark
+    bench_time: float = 2.0            # seconds of timed runs when bench_runs is None; 0: no benchmark
+    threads: int = 1                   # onnxruntime intra-op threads of the benchmark
+    ort_level: str = "disable"         # onnxruntime graph optimization level of the proof
+    bench_level: str = "all"           # onnxruntime graph optimization level of the benchmark
+    check_threads: int = 0             # onnxruntime intra-op threads of the proof; 0: onnxruntime's default
+
+    @property
+    def bench_enabled(self) -> bool:
+        return self.bench_runs != 0 and (self.bench_runs is not None or self.bench_time > 0)
+
+    def trial_count(self, has_free_dims: bool) -> int:
+        """`trials`, or by default 3 when some input dim is symbolic and free (each trial binds it to another
+        size) and 1 when every shape is fixed: more random draws of the same shapes prove little more."""
+        if self.trials is not None:
+            return max(1, self.trials)
+        return DEFAULT_TRIALS if has_free_dims else 1
 
 
 @dataclass
@@ -112,13 +142,20 @@ class ValidationResult:
     outputs: list[OutputCheck] = field(default_factory=list)
     first_mismatch: str | None = None
     warnings: list[str] = field(default_factory=list)
-    ort_level: str = "all"
-    threads: int = 1
+    ort_level: str = "disable"                         # the proof's sessions
+    threads: int = 0                                   # the proof's intra-op threads (0: onnxruntime's default)
     session_seconds_original: float | None = None
     session_seconds_optimized: float | None = None
     latency_ms_original: float | None = None
     latency_ms_optimized: float | None = None
-    bench_runs: int = 0
+    bench_runs: int = 0                                # timed runs of each model
+    bench_level: str = "all"
+    bench_threads: int = 1
+    bench_budget: float | None = None                  # seconds (None: --bench-runs N, or no benchmark)
+    bench_seconds: float | None = None                 # the whole benchmark, its sessions included
+    bench_session_seconds_original: float | None = None
+    bench_session_seconds_optimized: float | None = None
+    bench_note: str | None = None                      # why latency was not measured, when it was not
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -154,7 +191,14 @@ class ValidationResult:
             "latency_ms": {"original": _finite(self.latency_ms_original),
                            "optimized": _finite(self.latency_ms_optimized),
                            "runs": self.bench_runs,
-                           "speedup": ratio(self.latency_ms_original, self.latency_ms_optimized)},
+                           "speedup": ratio(self.latency_ms_original, self.latency_ms_optimized),
+                           "optimization_level": self.bench_level,
+                           "threads": self.bench_threads,
+                           "budget_seconds": _finite(self.bench_budget),
+                           "seconds": _finite(self.bench_seconds),
+                           "session_seconds": {"original": _finite(self.bench_session_seconds_original),
+                                               "optimized": _finite(self.bench_session_seconds_optimized)},
+                           "note": self.bench_note},
             "timings": {k: float(v) for k, v in self.timings.items()},
         }
 

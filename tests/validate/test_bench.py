@@ -1,7 +1,7 @@
-"""The interleaved latency benchmark of the original and the optimized model."""
+"""The interleaved latency benchmark of the original and the optimized model: its own sessions (level and threads
+apart from the proof's), a time budget with a floor and a ceiling on runs, or an exact run count."""
 
 from __future__ import annotations
-
 
 import pytest
 
@@ -9,22 +9,68 @@ from graphopt.validate import (
     ValidateOptions,
     Validator,
 )
+from graphopt.validate.results import BENCH_MAX_RUNS, BENCH_MIN_RUNS
 
 from ._helpers import TWO_OUT, src
 
 
-def test_benchmark_measures_both_models_and_can_be_turned_off() -> None:
-    v = Validator(src(TWO_OUT), ValidateOptions(bench_runs=5, threads=2, ort_level="basic"))
+def _bench(**opts: object):
+    v = Validator(src(TWO_OUT), ValidateOptions(**opts))  # type: ignore[arg-type]
     res = v.compare(src(TWO_OUT))
     v.benchmark(res)
+    return v, res
+
+
+def test_exact_run_count_with_its_own_level_and_threads() -> None:
+    v, res = _bench(bench_runs=5, threads=2, ort_level="basic", bench_level="extended")
     d = res.to_dict()
     assert res.bench_runs == 5 and res.latency_ms_original and res.latency_ms_optimized
-    assert d["latency_ms"]["speedup"] == pytest.approx(res.latency_ms_original / res.latency_ms_optimized)
+    lat = d["latency_ms"]
+    assert lat["speedup"] == pytest.approx(res.latency_ms_original / res.latency_ms_optimized)
+    # the proof ran at its level with onnxruntime's default threads; the benchmark at its own
     assert d["onnxruntime"] == {"version": d["onnxruntime"]["version"], "optimization_level": "basic",
-                                "threads": 2}
-    assert res.timings["bench"] > 0
+                                "threads": 0}
+    assert (lat["optimization_level"], lat["threads"], lat["budget_seconds"], lat["note"]) == ("extended", 2, None,
+                                                                                               None)
+    assert lat["session_seconds"]["original"] > 0 and lat["session_seconds"]["optimized"] > 0
+    assert v.sessions_created == 4  # two for the proof, two for the benchmark
+    assert res.timings["bench"] == pytest.approx(lat["seconds"]) and res.timings["bench"] > 0
     assert v.seconds == pytest.approx(res.timings["total"], abs=1e-3)  # everything the validator did, counted
-    v0 = Validator(src(TWO_OUT), ValidateOptions(bench_runs=0))
-    r0 = v0.compare(src(TWO_OUT))
-    v0.benchmark(r0)
-    assert r0.latency_ms_original is None and r0.to_dict()["latency_ms"]["speedup"] is None
+
+
+def test_a_budget_runs_fast_models_up_to_the_ceiling() -> None:
+    _, res = _bench(bench_time=60.0)
+    # a two-node model runs in microseconds: the ceiling stops it long before the budget
+    assert res.bench_runs == BENCH_MAX_RUNS
+    assert res.bench_budget == 60.0 and res.bench_seconds is not None and res.bench_seconds < 60.0
+
+
+def test_a_budget_the_proof_sessions_already_exceed_skips_the_benchmark_and_says_why() -> None:
+    _, res = _bench(bench_time=1e-6)
+    # proof sessions took longer than 1 us: the benchmark is skipped, saying why
+    assert res.bench_runs == 0 and res.latency_ms_original is None
+    assert "--bench-time" in (res.bench_note or "") and "--bench-runs" in (res.bench_note or "")
+    assert res.to_dict()["latency_ms"]["note"] == res.bench_note
+
+
+def test_floor_of_runs_when_each_run_outlasts_the_budget() -> None:
+    # a budget the proof's sessions fit in, but that one run pair already spends
+    v = Validator(src(TWO_OUT), ValidateOptions(bench_time=1e-6))
+    res = v.compare(src(TWO_OUT))
+    res.session_seconds_original = res.session_seconds_optimized = 0.0  # pretend the proof was free
+    v.benchmark(res)
+    assert res.bench_runs == BENCH_MIN_RUNS and res.latency_ms_original is not None
+
+
+@pytest.mark.parametrize("opts", [{"bench_runs": 0}, {"bench_time": 0.0}], ids=["runs-0", "time-0"])
+def test_benchmark_can_be_turned_off(opts: dict) -> None:
+    v, res = _bench(**opts)
+    assert res.latency_ms_original is None and res.to_dict()["latency_ms"]["speedup"] is None
+    assert res.bench_note is None and res.bench_seconds is None and v.sessions_created == 2
+
+
+def test_no_benchmark_after_a_failed_proof() -> None:
+    v = Validator(src(TWO_OUT), ValidateOptions(bench_runs=3))
+    res = v.compare(src(TWO_OUT.replace("Relu", "Neg")))
+    v.benchmark(res)
+    assert res.failed and res.latency_ms_original is None and v.sessions_created == 2

@@ -72,7 +72,7 @@ def validation_options(fn: F) -> F:
                      "(default per dtype: float32 1e-4, float16 1e-2, float64 1e-8)."),
         click.option("--bench-time", type=click.FloatRange(min=0), default=2.0, show_default=True,
                      metavar="SECONDS", help="Time budget of the latency benchmark: the two models run "
-                     "alternately until it is spent (at least 3, at most 100 runs each; 0: no benchmark)."),
+                     "alternately until it is spent (at least 3, at most 50 runs each; 0: no benchmark)."),
         click.option("--bench-runs", type=click.IntRange(0, 100000), default=None,
                      help="Exactly N timed runs of each model after a warm-up, whatever the time (0: no "
                      "benchmark). Default: as --bench-time allows."),

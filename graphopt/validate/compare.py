@@ -152,6 +152,7 @@ class Validator:
         self._out_types: dict[str, str] = {}
         self._trials: list[Trial] = []
         self._feeds: list[dict[str, np.ndarray]] = []
+        self._bench_binding: dict[str, int] | None = None  # dims of the benchmark's inputs (None: trial 0's)
         self._expected: list[list[Any]] = []
         self._session_seconds = 0.0
         self._original_runs_seconds = 0.0
@@ -181,6 +182,10 @@ class Validator:
         }[level or self.options.ort_level]
         so.intra_op_num_threads = max(0, self.options.check_threads if threads is None else threads)
         so.inter_op_num_threads = 1
+        if threads is None and self.options.check_threads != 1:
+            # the proof's pool threads must not spin between runs: on a machine with few cores they would take
+            # the CPU from the next session's creation and from the single-threaded benchmark that follows
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.sessions_created += 1
         if src.path is not None:
@@ -269,6 +274,9 @@ class Validator:
         free = [s for s in syms if s not in opts.dims]
         bindings = trial_bindings(syms, opts.dims, opts.trial_count(bool(free)))
         bounds = {k: v for k, v in self.int_bounds.items() if any(s.name == k for s in self._specs)}
+        if free:
+            # latency is measured on one input: every free dim 1 (e.g. batch 1), bound dims as given
+            self._bench_binding = {s: (int(opts.dims[s]) if s in opts.dims else 1) for s in syms}
         last_err: str | None = None
         for t_i, binding in enumerate(bindings):
             seed = opts.seed + t_i
@@ -427,6 +435,21 @@ class Validator:
             o.reason = o.reason or "not compared"
 
     # -- timing ------------------------------------------------------------------------------------------------
+    def bench_feeds(self) -> list[tuple[dict[str, int], dict[str, Any]]]:
+        """Candidate inputs of the latency benchmark, best first: every free dim 1 (when the inputs have free
+        dims), then the first trial's inputs (which the original is known to accept)."""
+        out: list[tuple[dict[str, int], dict[str, Any]]] = []
+        if self._bench_binding is not None:
+            bounds = {k: v for k, v in self.int_bounds.items() if any(s.name == k for s in self._specs)}
+            try:
+                out.append((dict(self._bench_binding),
+                            random_feeds(self._specs, self._bench_binding, self.options.seed, int_bounds=bounds)))
+            except UsageError:
+                pass
+        if self._feeds:
+            out.append((dict(self._trials[0].dims), self._feeds[0]))
+        return out
+
     def benchmark(self, res: ValidationResult) -> None:
         """Median latency of the original and of the last compared model (see :func:`.bench.benchmark`)."""
         from .bench import benchmark

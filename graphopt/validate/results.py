@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # light at import time: the CLI builds ValidateOptions before
 ORT_LEVELS = ("disable", "basic", "extended", "all")
 DEFAULT_TRIALS = 3
 BENCH_MIN_RUNS = 3      # timed runs of each model in a budgeted benchmark, however long they take
-BENCH_MAX_RUNS = 100    # ... and at most this many, however short
+BENCH_MAX_RUNS = 50     # ... and at most this many, however short
 
 
 # ================================================================================================================
@@ -156,6 +156,7 @@ class ValidationResult:
     bench_session_seconds_original: float | None = None
     bench_session_seconds_optimized: float | None = None
     bench_note: str | None = None                      # why latency was not measured, when it was not
+    bench_dims: dict[str, int] | None = None           # the symbolic dims of the benchmark's input
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -198,6 +199,7 @@ class ValidationResult:
                            "seconds": _finite(self.bench_seconds),
                            "session_seconds": {"original": _finite(self.bench_session_seconds_original),
                                                "optimized": _finite(self.bench_session_seconds_optimized)},
+                           "dims": None if self.bench_dims is None else dict(self.bench_dims),
                            "note": self.bench_note},
             "timings": {k: float(v) for k, v in self.timings.items()},
         }

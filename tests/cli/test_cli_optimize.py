@@ -52,7 +52,7 @@ def test_validation_is_on_by_default_and_reported(cli, add_model: Path) -> None:
         sum(m["timings"]["optimize"][k] for k in ("load", "init", "passes", "save")))
     # the human report: summary, passes, op diff, validation with speedups
     for needle in ("add.opt.onnx", "nodes", "4 -> 3", "passes", "test-drop-identity", "op types",
-                   "Identity", "validation passed", "max abs diff", "latency (all optimizations, 1 thread, median of ", "session"):
+                   "Identity", "validation passed", "max abs diff", "latency: onnxruntime, all graph optimizations, 1 thread, median of ", "session"):
         assert needle in r.stdout, needle
 
 
@@ -125,7 +125,7 @@ def test_bench_runs_threads_and_levels(cli, add_model: Path) -> None:
     assert (lat["runs"], lat["threads"], lat["optimization_level"], lat["budget_seconds"]) == (3, 2, "extended", None)
     # the correctness runs: their own level, onnxruntime's default threads
     assert v["onnxruntime"]["optimization_level"] == "basic" and v["onnxruntime"]["threads"] == 0
-    assert "latency (extended optimizations, 2 threads, median of 3)" in r.stdout
+    assert "latency: onnxruntime, extended graph optimizations, 2 threads, median of 3 runs" in r.stdout
     r = cli("optimize", str(add_model), *FIX, "--bench-runs", "0", "--report-json", "r0.json")
     lat = model_of(report_of("r0.json"))["validation"]["latency_ms"]
     assert (lat["original"], lat["runs"], lat["seconds"], lat["note"]) == (None, 0, None, None)
@@ -139,7 +139,7 @@ def test_defaults_budget_the_benchmark_and_fit_trials_to_the_shapes(cli, add_mod
     v = model_of(report_of("r.json"))["validation"]
     lat = v["latency_ms"]
     assert lat["budget_seconds"] == 2.0 and lat["optimization_level"] == "all" and lat["threads"] == 1
-    assert 3 <= lat["runs"] <= 100 and lat["seconds"] > 0
+    assert 3 <= lat["runs"] <= 50 and lat["seconds"] > 0
     assert v["onnxruntime"]["optimization_level"] == "disable" and len(v["trials"]) == 3  # N is symbolic
     static = tmp_path / "static.onnx"
     m = onnx.load(str(add_model))

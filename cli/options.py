@@ -62,8 +62,8 @@ def validation_options(fn: F) -> F:
                      help="Bind a symbolic input dim in every trial (repeatable). Unbound dims get small sizes "
                      "that change between trials."),
         click.option("--trials", type=click.IntRange(1, 100), default=None,
-                     help="Random-input trials, each with other dim sizes (default: 3, or 1 when every input "
-                     "shape is fixed)."),
+                     help="Random-input trials, each with other dim sizes (default: 3 with two or more symbolic "
+                     "input dims, 2 with one, 1 when every input shape is fixed)."),
         click.option("--inputs", "inputs_npz", type=click.Path(dir_okay=False), metavar="FILE.npz",
                      help="Real inputs (numpy .npz, names matching the model's inputs) instead of random ones."),
         click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance for float outputs "
@@ -77,8 +77,8 @@ def validation_options(fn: F) -> F:
                      help="Exactly N timed runs of each model after a warm-up, whatever the time (0: no "
                      "benchmark). Default: as --bench-time allows."),
         click.option("--threads", type=click.IntRange(1, 1024), default=1, show_default=True,
-                     help="onnxruntime intra-op threads of the latency benchmark (the correctness runs use "
-                     "onnxruntime's default)."),
+                     help="onnxruntime intra-op threads of the latency benchmark (the correctness runs use the "
+                     "idle cores)."),
         click.option("--bench-level", type=click.Choice(ORT_LEVELS), default="all", show_default=True,
                      help="onnxruntime's own graph optimization level in the latency benchmark."),
         click.option("--ort-level", type=click.Choice(ORT_LEVELS), default="disable", show_default=True,

@@ -138,6 +138,7 @@ class Validator:
                 raise UsageError(f"unknown onnxruntime optimization level {lvl!r}",
                                  hint="use one of: " + ", ".join(ORT_LEVELS))
         self.int_bounds = dict(int_bounds or {})
+        self._proof_threads = self.options.proof_threads()
         self.translators = translators
         self.on_step = on_step
         self.sessions_created = 0
@@ -172,6 +173,7 @@ class Validator:
         (default: the proof's; 0 lets onnxruntime choose)."""
         import onnxruntime as ort
 
+        proof = level is None and threads is None
         so = ort.SessionOptions()
         so.log_severity_level = 4  # FATAL only: failures come back as exceptions, reported by graphopt
         so.graph_optimization_level = {
@@ -180,9 +182,11 @@ class Validator:
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[level or self.options.ort_level]
-        so.intra_op_num_threads = max(0, self.options.check_threads if threads is None else threads)
+        if threads is None:
+            threads = self._proof_threads
+        so.intra_op_num_threads = max(0, threads)
         so.inter_op_num_threads = 1
-        if threads is None and self.options.check_threads != 1:
+        if proof and threads != 1:
             # the proof's pool threads must not spin between runs: on a machine with few cores they would take
             # the CPU from the next session's creation and from the single-threaded benchmark that follows
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -272,7 +276,7 @@ class Validator:
             self.warnings.append(f"--dim {unknown[0]}: the model has no input dim of that name"
                                  + (f" (its symbols: {', '.join(syms)})" if syms else ""))
         free = [s for s in syms if s not in opts.dims]
-        bindings = trial_bindings(syms, opts.dims, opts.trial_count(bool(free)))
+        bindings = trial_bindings(syms, opts.dims, opts.trial_count(len(free)))
         bounds = {k: v for k, v in self.int_bounds.items() if any(s.name == k for s in self._specs)}
         if free:
             # latency is measured on one input: every free dim 1 (e.g. batch 1), bound dims as given
@@ -328,7 +332,7 @@ class Validator:
         """Run the candidate on every trial's inputs and compare each output with the original's."""
         t0 = time.perf_counter()
         res = ValidationResult(input_source=self._input_source, ort_level=self.options.ort_level,
-                               threads=self.options.check_threads, bench_level=self.options.bench_level,
+                               threads=self._proof_threads, bench_level=self.options.bench_level,
                                bench_threads=self.options.threads,
                                seed=None if self.options.inputs is not None else self.options.seed)
         reason = self.prepare()

@@ -40,7 +40,7 @@ class ValidateOptions:
     """
 
     seed: int = 0
-    trials: int | None = None          # None: 3 when the inputs have symbolic dims, else 1 (see trial_count)
+    trials: int | None = None          # None: 1, 2 or 3 by the inputs' free symbolic dims (see trial_count)
     dims: Mapping[str, int] = field(default_factory=dict)
     inputs: str | None = None          # an .npz file with real inputs (one trial)
     rtol: float | None = None          # overrides the per-dtype defaults for every float output
@@ -50,18 +50,37 @@ class ValidateOptions:
     threads: int = 1                   # onnxruntime intra-op threads of the benchmark
     ort_level: str = "disable"         # onnxruntime graph optimization level of the proof
     bench_level: str = "all"           # onnxruntime graph optimization level of the benchmark
-    check_threads: int = 0             # onnxruntime intra-op threads of the proof; 0: onnxruntime's default
+    check_threads: int = 0             # onnxruntime intra-op threads of the proof; 0: the idle cores (proof_threads)
 
     @property
     def bench_enabled(self) -> bool:
         return self.bench_runs != 0 and (self.bench_runs is not None or self.bench_time > 0)
 
-    def trial_count(self, has_free_dims: bool) -> int:
-        """`trials`, or by default 3 when some input dim is symbolic and free (each trial binds it to another
-        size) and 1 when every shape is fixed: more random draws of the same shapes prove little more."""
+    def trial_count(self, free_dims: int) -> int:
+        """`trials`, or by default as many as the free symbolic input dims can make differ (see
+        :func:`~.inputs.trial_bindings`): with two or more, 3 trials (all equal, all distinct, all equal again at
+        another size), so that a rewrite that confuses two dims, or that is right for one size only, is caught;
+        with one, 2 trials (two sizes); with none, every shape is fixed and 1 trial (more random draws of the
+        same shapes prove little more)."""
         if self.trials is not None:
             return max(1, self.trials)
-        return DEFAULT_TRIALS if has_free_dims else 1
+        return min(DEFAULT_TRIALS, free_dims + 1)
+
+    def proof_threads(self) -> int:
+        """The proof's intra-op threads: `check_threads` when set; else onnxruntime's default (0: one per core)
+        when the cores are idle, and fewer when the load average says other processes keep them busy (on a
+        shared machine, a parallel section waits for its slowest thread: two threads on one free core run
+        slower than one)."""
+        if self.check_threads > 0:
+            return self.check_threads
+        cores = os.cpu_count() or 1
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # pragma: no cover - no load average on this platform
+            return 0
+        # this process is part of the load: count it as not competing with itself
+        idle = int(cores - load + 1.0)
+        return 0 if idle >= cores else max(1, idle)
 
 
 @dataclass

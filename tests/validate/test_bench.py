@@ -23,7 +23,8 @@ def _bench(**opts: object):
 
 
 def test_exact_run_count_with_its_own_level_and_threads() -> None:
-    v = Validator(src(TWO_OUT), ValidateOptions(bench_runs=5, threads=2, ort_level="basic", bench_level="extended"))
+    v = Validator(src(TWO_OUT), ValidateOptions(bench_runs=5, threads=2, ort_level="basic", bench_level="extended",
+                                                check_threads=3))
     res = v.compare(src(TWO_OUT))
     seconds, total = v.seconds, res.timings["total"]
     v.benchmark(res)
@@ -31,9 +32,9 @@ def test_exact_run_count_with_its_own_level_and_threads() -> None:
     assert res.bench_runs == 5 and res.latency_ms_original and res.latency_ms_optimized
     lat = d["latency_ms"]
     assert lat["speedup"] == pytest.approx(res.latency_ms_original / res.latency_ms_optimized)
-    # the proof ran at its level with onnxruntime's default threads; the benchmark at its own
+    # the proof ran at its level and thread count; the benchmark at its own
     assert d["onnxruntime"] == {"version": d["onnxruntime"]["version"], "optimization_level": "basic",
-                                "threads": 0}
+                                "threads": 3}
     assert (lat["optimization_level"], lat["threads"], lat["budget_seconds"], lat["note"]) == ("extended", 2, None,
                                                                                                None)
     assert lat["session_seconds"]["original"] > 0 and lat["session_seconds"]["optimized"] > 0
@@ -94,3 +95,23 @@ def test_latency_on_one_input_or_the_first_trials_when_the_model_rejects_it() ->
     res = v.compare(src(text, shape))
     v.benchmark(res)
     assert res.passed and res.bench_dims == {"N": 2} and res.bench_runs == 2 and not res.warnings
+
+
+def test_proof_threads_are_the_idle_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    cores = os.cpu_count() or 1
+    assert ValidateOptions(check_threads=3).proof_threads() == 3  # as asked
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert ValidateOptions().proof_threads() == 0  # idle: onnxruntime's default, one per core
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 3.0, 0.0, 0.0))
+    assert ValidateOptions().proof_threads() == 1  # every core busy elsewhere: one thread
+    if cores >= 4:
+        monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 0.0, 0.0))
+        assert ValidateOptions().proof_threads() == cores - 1
+
+
+def test_default_trials_follow_the_free_dims() -> None:
+    o = ValidateOptions()
+    assert [o.trial_count(n) for n in (0, 1, 2, 5)] == [1, 2, 3, 3]
+    assert ValidateOptions(trials=5).trial_count(0) == 5

@@ -12,10 +12,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.console import Console  # imported where used: `graphopt --version` needs no rich
 
 from graphopt.errors import EXIT_INTERNAL, GraphoptError, UsageError
 
@@ -30,7 +32,9 @@ class State:
         self.quiet = quiet
         self.debug = debug
         self.model_to_stdout = model_to_stdout
-        self.err = Console(stderr=True, highlight=False, soft_wrap=False)
+        from rich.console import Console
+
+        self.err: Console = Console(stderr=True, highlight=False, soft_wrap=False)
         self.out = Console(highlight=False, soft_wrap=True) if not model_to_stdout else self.err
 
     def info(self, msg: str) -> None:
@@ -60,6 +64,8 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def print_error(err: GraphoptError, *, debug: bool = False) -> None:
+    from rich.console import Console
+
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     console.print(f"[bold red]error:[/] {escape(err.one_line())}")
     if err.hint:
@@ -91,6 +97,8 @@ def handle_errors(fn: F) -> F:
             print_error(e, debug=debug)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
+            from rich.console import Console
+
             Console(stderr=True).print("[red]interrupted[/]")
             sys.exit(130)
         except BrokenPipeError:

@@ -1,5 +1,5 @@
-"""Start-up: the commands that evaluate nothing import neither onnx nor onnxruntime (numpy neither, for --version
-and --help). Measured as Python itself records it (`python -X importtime`), in a fresh process; the time figures
+"""Start-up: the commands that evaluate nothing import neither onnx nor onnxruntime (numpy and rich neither, for
+--version and --help). Measured as Python itself records it (`python -X importtime`), in a fresh process; the time figures
 belong to benchmarks/default_run.py, this test checks the behaviour."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _imported(*code_or_args: str, module: bool = True) -> tuple[set[str], str]:
 def test_version_and_help_import_no_onnx_onnxruntime_or_numpy(args: tuple[str, ...]) -> None:
     names, out = _imported(*args)
     assert "graphopt" in out
-    assert not (names & HEAVY), sorted(names & HEAVY)
+    assert not (names & (HEAVY | {"rich"})), sorted(names & (HEAVY | {"rich"}))
 
 
 def test_passes_lists_every_pass_without_onnx_or_onnxruntime() -> None:

@@ -153,6 +153,8 @@ class ModelRow:
     graphopt: list[float] = field(default_factory=list)
     no_validate: list[float] = field(default_factory=list)
     onnxsim: list[float] = field(default_factory=list)
+    graphopt_cpu: list[float] = field(default_factory=list)
+    onnxsim_cpu: list[float] = field(default_factory=list)
     parts: list[dict[str, float]] = field(default_factory=list)
     status: str = ""
     errors: list[str] = field(default_factory=list)
@@ -192,6 +194,7 @@ def run_models(ids: list[str], repeat: int, work: Path, timeout: float, with_onn
             if p.code not in (0, 1):  # 1: a mismatch found and reported; the run itself still counts
                 row.errors.append(f"graphopt: exit {p.code}: {p.err.strip().splitlines()[-1:] if p.err else ''}")
             row.graphopt.append(p.seconds)
+            row.graphopt_cpu.append(p.cpu)
             if rep.exists():
                 parts, row.status, row.nodes = _parts(rep)
                 row.parts.append(parts)
@@ -205,6 +208,7 @@ def run_models(ids: list[str], repeat: int, work: Path, timeout: float, with_onn
                     row.onnxsim.append(float("nan"))
                 else:
                     row.onnxsim.append(p.seconds)
+                    row.onnxsim_cpu.append(p.cpu)
             for f in work.glob("*.onnx*"):
                 f.unlink()
     return rows
@@ -246,7 +250,8 @@ def print_startup(s: dict[str, Any]) -> None:
 def print_models(rows: list[ModelRow], with_onnxsim: bool) -> None:
     print("## Default run per model (whole processes, median seconds)\n")
     head = ("| model | nodes | graphopt default | optimize | validation | bench (runs) | --no-validate |"
-            + (" onnxsim default | graphopt / onnxsim |" if with_onnxsim else "") + " validation |")
+            + (" onnxsim default | graphopt / onnxsim | CPU s graphopt / onnxsim |" if with_onnxsim else "")
+            + " validation |")
     print(head)
     print("|" + " --- |" * (head.count("|") - 1))
     tot_g = tot_s = 0.0
@@ -257,7 +262,8 @@ def print_models(rows: list[ModelRow], with_onnxsim: bool) -> None:
         cells = [r.id, str(r.nodes or "-"), fmt(g), fmt(p.get("optimize")), fmt(p.get("validation")),
                  f"{fmt(p.get('bench'))} ({int(p.get('bench_runs', 0))})", fmt(nv)]
         if with_onnxsim:
-            cells += [fmt(s), fmt(g / s, 2) if s == s and s > 0 else "-"]
+            gc, sc = median(r.graphopt_cpu), median(r.onnxsim_cpu) if r.onnxsim_cpu else float("nan")
+            cells += [fmt(s), fmt(g / s, 2) if s == s and s > 0 else "-", f"{fmt(gc)} / {fmt(sc)}"]
             if s == s:
                 tot_g += g
                 tot_s += s

@@ -7,9 +7,9 @@ candidate model. That matters on big models, where creating a session costs more
 seconds at 300k nodes): bisection compares several candidates against the same original without paying for the
 original again.
 
-These are the proof's sessions: graph optimizations off by default (the models run as written) and onnxruntime's
-default thread count (see :class:`~.results.ValidateOptions`); the latency benchmark (:mod:`.bench`) makes its own
-pair at the level and thread count a user runs with, only once the proof has passed.
+These are the proof's sessions: graph optimizations off by default (the models run as written), on the idle cores
+(:meth:`~.results.ValidateOptions.proof_threads`); the latency benchmark (:mod:`.bench`) makes its own pair at the
+level and thread count a user runs with, only once the proof has passed.
 
 onnxruntime's own log lines are silenced (session and run log levels at FATAL): its errors come back as
 exceptions, which graphopt reports as its own findings (a skipped validation, a dropped trial, a fallback noted in

@@ -31,12 +31,12 @@ class ValidateOptions:
     - the proof (do both models compute the same outputs?) runs at `ort_level`, by default ``disable``: each model
       runs as written, so the comparison is about graphopt's rewrites and not about which of onnxruntime's own
       fusions happen to fire on each graph; creating such a session is cheap. Its runs use `check_threads`
-      intra-op threads (0: onnxruntime's default, one per core): nothing is timed there;
+      intra-op threads, by default the idle cores (:meth:`proof_threads`): nothing is timed there;
     - the latency benchmark (is the optimized model faster?) runs at `bench_level`, by default ``all``, as a user
       runs the model, with `threads` intra-op threads (1: steadier figures on a busy machine). It has a time
-      budget: after one warm-up run each, the two models run alternately until `bench_time` seconds have passed,
-      at least :data:`BENCH_MIN_RUNS` and at most :data:`BENCH_MAX_RUNS` times each; `bench_runs` N instead runs
-      exactly N times each (0: no benchmark).
+      budget: the two models run alternately on one input until `bench_time` seconds have passed, at least
+      :data:`BENCH_MIN_RUNS` and at most :data:`BENCH_MAX_RUNS` times each (see :mod:`.bench`); `bench_runs` N
+      instead runs exactly N times each after a warm-up (0: no benchmark).
     """
 
     seed: int = 0

@@ -193,7 +193,7 @@ def run_models(ids: list[str], repeat: int, work: Path, timeout: float, with_onn
         row = ModelRow(mid)
         rows.append(row)
         print(f"... {mid}", file=sys.stderr, flush=True)
-        for r in range(repeat):
+        for _ in range(repeat):
             out = work / "out.onnx"
             rep = work / "r.json"
             p = run(graphopt_cmd("optimize", str(spec.path), "-o", str(out), "-q", "--report-json", str(rep)),

@@ -124,5 +124,6 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(lazy[name]), name)
 
 
-__all__ = ["Job", "Steps", "finish", "human_console", "make_config", "make_validate_options", "optimize_cmd",
-           "pipeline_options", "plan_outputs", "report_options", "run_job", "run_jobs", "validation_options"]
+# Job, run_job, Steps, finish, human_console and run_jobs are still importable from here (see __getattr__)
+__all__ = ["make_config", "make_validate_options", "optimize_cmd", "pipeline_options", "plan_outputs",
+           "report_options", "validation_options"]

@@ -52,7 +52,8 @@ def test_validation_is_on_by_default_and_reported(cli, add_model: Path) -> None:
         sum(m["timings"]["optimize"][k] for k in ("load", "init", "passes", "save")))
     # the human report: summary, passes, op diff, validation with speedups
     for needle in ("add.opt.onnx", "nodes", "4 -> 3", "passes", "test-drop-identity", "op types",
-                   "Identity", "validation passed", "max abs diff", "latency: onnxruntime, all graph optimizations, 1 thread, median of ", "session"):
+                   "Identity", "validation passed", "max abs diff",
+                   "latency: onnxruntime, all graph optimizations, 1 thread, median of ", "session"):
         assert needle in r.stdout, needle
 
 

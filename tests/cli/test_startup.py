@@ -1,6 +1,6 @@
 """Start-up: the commands that evaluate nothing import neither onnx nor onnxruntime (numpy and rich neither, for
---version and --help). Measured as Python itself records it (`python -X importtime`), in a fresh process; the time figures
-belong to benchmarks/default_run.py, this test checks the behaviour."""
+--version and --help). Measured as Python itself records it (`python -X importtime`), in a fresh process; the time
+figures belong to benchmarks/default_run.py, this test checks the behaviour."""
 
 from __future__ import annotations
 

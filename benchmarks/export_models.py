@@ -22,6 +22,10 @@ Models (name: what, exporter):
   silero_vad*:     silero-vad's ONNX files from its PyPI wheel (pip download), with input hints
 
 Appending a model is one line in EXPORTS (at the end of this file).
+  whisper_tiny_encoder_ts: transformers' WhisperEncoder with whisper-tiny's config (d_model 384, 4 layers, 6 heads,
+                   80 mel bins), random seeded weights, input [batch, 80, 3000]; TorchScript (~33 MB)
+  convnext_tiny_ts: transformers' ConvNextModel with convnext-tiny's config (depths 3,3,9,3; widths 96..768),
+                   random seeded weights, input [batch, 3, 224, 224]; TorchScript (~110 MB)
 """
 
 from __future__ import annotations
@@ -561,6 +565,49 @@ def silero(member: str) -> Callable[[Path], None]:
 
 
 # One line per model: appending a model is a one-line edit here (plus its export function above).
+def export_whisper_tiny_encoder_ts(path: Path) -> None:
+    # transformers (offline: the model is built from its config, weights are random and seeded)
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    cfg = WhisperConfig(d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536,
+                        decoder_layers=4, decoder_attention_heads=6, decoder_ffn_dim=1536, num_mel_bins=80,
+                        max_source_positions=1500, max_target_positions=448, vocab_size=51865)
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc = WhisperEncoder(cfg)
+
+        def forward(self, input_features: torch.Tensor) -> torch.Tensor:
+            return self.enc(input_features).last_hidden_state
+
+    m = _seeded(Encoder)
+    x = torch.randn(1, 80, 3000, generator=torch.Generator().manual_seed(2))
+    _export_ts(m, (x,), path, ["input_features"], ["last_hidden_state"],
+               {"input_features": {0: "batch"}, "last_hidden_state": {0: "batch"}})
+
+
+def export_convnext_tiny_ts(path: Path) -> None:
+    from transformers import ConvNextConfig, ConvNextModel
+
+    cfg = ConvNextConfig(depths=[3, 3, 9, 3], hidden_sizes=[96, 192, 384, 768], num_channels=3, patch_size=4)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = ConvNextModel(cfg)
+
+        def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            out = self.net(pixel_values)
+            return out.last_hidden_state, out.pooler_output
+
+    m = _seeded(Net)
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    _export_ts(m, (x,), path, ["pixel_values"], ["last_hidden_state", "pooler_output"],
+               {"pixel_values": {0: "batch"}, "last_hidden_state": {0: "batch"}, "pooler_output": {0: "batch"}})
+
+
 EXPORTS: dict[str, Callable[[Path], None]] = {
     "bert_ts": export_bert_ts,
     "bert_dynamo": export_bert_dynamo,
@@ -591,6 +638,8 @@ EXPORTS: dict[str, Callable[[Path], None]] = {
     "silero_vad_16k_op15": silero("silero_vad_16k_op15.onnx"),
     "silero_vad_half": silero("silero_vad_half.onnx"),
     "silero_vad_op18_ifless": silero("silero_vad_op18_ifless.onnx"),
+    "whisper_tiny_encoder_ts": export_whisper_tiny_encoder_ts,
+    "convnext_tiny_ts": export_convnext_tiny_ts,
 }
 
 

@@ -7,11 +7,8 @@ import sys
 import click
 
 from graphopt.errors import EXIT_OK
-from graphopt.report import Report
-from graphopt.runner import Job
 
 from .common import State, common_options, handle_errors, setup_logging
-from .fanout import finish, human_console, run_jobs, write_report_file
 from .options import (
     apply_shard,
     make_config,
@@ -38,9 +35,10 @@ from .options import (
 def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, junit_xml: str | None, shard: str | None,
               preset: str | None, passes: tuple[str, ...],
               skip: tuple[str, ...], sets: tuple[str, ...], config_path: str | None, max_rounds: int | None,
-              strict: bool | None, verify_each: bool, no_check: bool, validate: bool, seed: int, dims: tuple[str, ...],
-              trials: int, inputs_npz: str | None, rtol: float | None, atol: float | None, bench_runs: int,
-              threads: int, ort_level: str, do_bisect: bool, report_json: str | None, report_md: str | None,
+              strict: bool | None, verify_each: bool, no_check: bool, validate: bool, seed: int,
+              dims: tuple[str, ...], trials: int | None, inputs_npz: str | None, rtol: float | None,
+              atol: float | None, bench_time: float, bench_runs: int | None, threads: int, bench_level: str,
+              ort_level: str, do_bisect: bool, report_json: str | None, report_md: str | None,
               report_html: str | None, jobs: int, verbose: int, quiet: bool, debug: bool) -> None:
     """Check models for CI: onnx.checker, onnxruntime, and an in-memory -O2 run that must validate.
 
@@ -58,6 +56,12 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, junit_xml: str
       graphopt check models/*.onnx --shard 2/4          # CI job 2 of 4
       graphopt check models/*.onnx --report-html check.html   # one page, pictures of what would change
     """
+    # imported here, not at module level: `graphopt --help` must not import onnx (see cli/main.py)
+    from graphopt.report import Report
+    from graphopt.runner import Job
+
+    from .fanout import finish, human_console, run_jobs, write_report_file
+
     setup_logging(verbose, quiet)
     if "-" in models and len(models) > 1:
         raise click.UsageError("stdin ('-') can only be read as the only model")
@@ -66,7 +70,8 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, junit_xml: str
     cfg = make_config(preset=preset, passes=passes, skip=skip, sets=sets, max_rounds=max_rounds, strict=strict,
                       config_path=config_path, verify_each=verify_each)
     vopts = make_validate_options(seed=seed, dims=dims, trials=trials, inputs_npz=inputs_npz, rtol=rtol, atol=atol,
-                                  bench_runs=bench_runs, threads=threads, ort_level=ort_level)
+                                  bench_runs=bench_runs, bench_time=bench_time, threads=threads,
+                                  ort_level=ort_level, bench_level=bench_level, jobs=jobs)
     stdin_data = sys.stdin.buffer.read() if models == ("-",) else None
     job_list = [Job("check", m, cfg, output=None, validate=validate, vopts=vopts, bisect=do_bisect,
                     fail_if_optimizable=fail_if_optimizable, check=not no_check, debug=debug, data=stdin_data,

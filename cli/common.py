@@ -13,10 +13,12 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.console import Console  # imported where used: `graphopt --version` needs no rich
 
 from graphopt.errors import (
     EXIT_INTERNAL,
@@ -26,7 +28,6 @@ from graphopt.errors import (
     Interrupted,
     UsageError,
 )
-from graphopt.jit.translators import TranslatorRegistry, install_defaults
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,7 +40,9 @@ class State:
         self.quiet = quiet
         self.debug = debug
         self.model_to_stdout = model_to_stdout
-        self.err = Console(stderr=True, highlight=False, soft_wrap=False)
+        from rich.console import Console
+
+        self.err: Console = Console(stderr=True, highlight=False, soft_wrap=False)
         self.out = Console(highlight=False, soft_wrap=True) if not model_to_stdout else self.err
 
     def info(self, msg: str) -> None:
@@ -69,6 +72,8 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def print_error(err: GraphoptError, *, debug: bool = False) -> None:
+    from rich.console import Console
+
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     console.print(f"[bold red]error:[/] {escape(err.one_line())}")
     if err.hint:
@@ -101,6 +106,8 @@ def handle_errors(fn: F) -> F:
             print_error(e, debug=debug)
             sys.exit(e.exit_code)
         except KeyboardInterrupt as e:
+            from rich.console import Console
+
             code = e.exit_code if isinstance(e, Interrupted) else EXIT_INTERRUPTED
             what = "terminated" if code == EXIT_TERMINATED else "interrupted"
             Console(stderr=True, highlight=False).print(
@@ -115,6 +122,8 @@ def handle_errors(fn: F) -> F:
                 pass
             sys.exit(1)
         except Exception as e:  # noqa: BLE001 - the CLI boundary: nothing escapes as a traceback
+            from graphopt.jit.translators import TranslatorRegistry, install_defaults  # not at start-up
+
             reg = TranslatorRegistry()
             install_defaults(reg)
             err = reg.translate(e, stage="cli")

@@ -5,12 +5,6 @@ from __future__ import annotations
 import json
 
 import click
-from rich.table import Table
-
-from graphopt.files import read_model
-from graphopt.jit import init
-from graphopt.pipeline import PipelineConfig
-from graphopt.rewrite.driver import explain
 
 from .common import State, common_options, escape, handle_errors, setup_logging
 
@@ -37,6 +31,14 @@ def explain_cmd(input: str, rule: str | None, alone: bool, aggressive: bool, as_
       graphopt explain model.onnx fuse-layer-norm --json
       graphopt explain model.onnx --list
     """
+    # imported here, not at module level: `graphopt --help` must not import onnx (see cli/main.py)
+    from rich.table import Table
+
+    from graphopt.files import read_model
+    from graphopt.jit import init
+    from graphopt.pipeline import PipelineConfig
+    from graphopt.rewrite.driver import explain
+
     st = State(verbose, quiet, debug)
     setup_logging(verbose, quiet)
     if list_rules or rule is None:

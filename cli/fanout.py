@@ -38,10 +38,18 @@ class _Worker:
         os._exit(128 + signum)
 
 
-def _worker_init(verbose: int, quiet: bool) -> None:
+def _worker_init(verbose: int, quiet: bool, validate: bool = False) -> None:
     setup_logging(verbose, quiet)
     signal.signal(signal.SIGTERM, _Worker.on_signal)
     signal.signal(signal.SIGINT, _Worker.on_signal)
+    _preload(validate)
+
+
+def _preload(validate: bool) -> None:
+    """Import onnxruntime before the first model when validation will need it: a cost of the process, paid once,
+    that no model's timings (nor the first pass that evaluates a node) should carry."""
+    if validate:
+        import onnxruntime  # noqa: F401
 
 
 def _worker_run(job: Job) -> ModelReport:
@@ -88,7 +96,9 @@ class Steps:
 
 def run_jobs(jobs: list[Job], n_workers: int, st: State, *, progress: bool) -> list[ModelReport]:
     """Run every job (in worker processes with n_workers > 1); reports come back in the jobs' order."""
+    validate = any(j.validate for j in jobs)
     if n_workers <= 1 or len(jobs) <= 1:
+        _preload(validate)
         out = []
         for i, job in enumerate(jobs):
             with Steps(st.err, progress) as steps:
@@ -114,7 +124,7 @@ def run_jobs(jobs: list[Job], n_workers: int, st: State, *, progress: bool) -> l
         task = bar.add_task(f"{jobs[0].command} ({n_workers} workers)", total=len(jobs))
     try:
         with cf.ProcessPoolExecutor(max_workers=min(n_workers, len(jobs)), mp_context=mp,
-                                    initializer=_worker_init, initargs=(st.verbose, st.quiet)) as ex:
+                                    initializer=_worker_init, initargs=(st.verbose, st.quiet, validate)) as ex:
             futs = {ex.submit(_worker_run, job): i for i, job in enumerate(jobs)}
             try:
                 for fut in cf.as_completed(futs):

@@ -6,16 +6,8 @@ import json
 from typing import Any
 
 import click
-from rich.table import Table
 
 from graphopt.errors import GraphoptError, InvalidModelError
-from graphopt.files import read_model
-from graphopt.jit import init
-from graphopt.pipeline import PipelineConfig
-from graphopt.provenance import describe, read_record
-from graphopt.report import fmt_bytes
-from graphopt.summary import summarize
-from graphopt.validate.gate import check_input
 
 from .common import State, common_options, escape, handle_errors, setup_logging
 
@@ -38,6 +30,14 @@ def inspect_cmd(input: str, as_json: bool, no_symbols: bool, no_check: bool, ver
       graphopt inspect model.onnx --json > summary.json
       cat model.onnx | graphopt inspect -
     """
+    # imported here, not at module level: `graphopt --help` must not import onnx (see cli/main.py)
+    from graphopt.files import read_model
+    from graphopt.jit import init
+    from graphopt.pipeline import PipelineConfig
+    from graphopt.provenance import read_record
+    from graphopt.summary import summarize
+    from graphopt.validate.gate import check_input
+
     st = State(verbose, quiet, debug)
     setup_logging(verbose, quiet)
     model = read_model(input)
@@ -73,6 +73,11 @@ def inspect_cmd(input: str, as_json: bool, no_symbols: bool, no_check: bool, ver
 def _render(st: State, input: str, info: dict[str, Any], sym: dict[str, Any]) -> None:
     # every name here comes from the model or the command line: escaped, so that `[batch, seq]` or a node named
     # `[bold]` is shown as written instead of being taken as rich markup
+    from rich.table import Table
+
+    from graphopt.provenance import describe
+    from graphopt.report import fmt_bytes
+
     e = escape
     c = st.out
     c.print(f"[bold]{e('<stdin>' if input == '-' else input)}[/]  {fmt_bytes(info['file_bytes'])}")

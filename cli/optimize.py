@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
 from graphopt.errors import EXIT_OK, OutputError, UsageError
-from graphopt.files import check_output_path, default_output
-from graphopt.report import Report, shard_text
-from graphopt.runner import Job, run_job
 
 from .common import State, common_options, escape, handle_errors, setup_logging
-from .fanout import Steps, finish, human_console, run_jobs
 from .options import (
     apply_shard,
     make_config,
@@ -47,8 +44,9 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
                  no_metadata: bool, shard: str | None, preset: str | None, passes: tuple[str, ...],
                  skip: tuple[str, ...], sets: tuple[str, ...], config_path: str | None, max_rounds: int | None,
                  strict: bool | None, verify_each: bool, no_check: bool,
-                 validate: bool, seed: int, dims: tuple[str, ...], trials: int, inputs_npz: str | None,
-                 rtol: float | None, atol: float | None, bench_runs: int, threads: int, ort_level: str,
+                 validate: bool, seed: int, dims: tuple[str, ...], trials: int | None, inputs_npz: str | None,
+                 rtol: float | None, atol: float | None, bench_time: float, bench_runs: int | None, threads: int,
+                 bench_level: str, ort_level: str,
                  do_bisect: bool, report_json: str | None, report_md: str | None,
                  report_html: str | None, jobs: int,
                  verbose: int, quiet: bool, debug: bool) -> None:
@@ -65,6 +63,12 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
       graphopt optimize models/*.onnx --out-dir opt/ --shard 1/4   # CI job 1 of 4
       cat model.onnx | graphopt optimize - -o - > out.onnx
     """
+    # imported here, not at module level: `graphopt --help` must not import onnx (see cli/main.py)
+    from graphopt.report import Report, shard_text
+    from graphopt.runner import Job
+
+    from .fanout import finish, human_console, run_jobs
+
     setup_logging(verbose, quiet)
     if shard is not None and output is not None:
         raise UsageError("--shard splits several models: write them with --out-dir DIR (or beside their inputs), "
@@ -79,7 +83,8 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
     cfg = make_config(preset=preset, passes=passes, skip=skip, sets=sets, max_rounds=max_rounds, strict=strict,
                       config_path=config_path, verify_each=verify_each)
     vopts = make_validate_options(seed=seed, dims=dims, trials=trials, inputs_npz=inputs_npz, rtol=rtol, atol=atol,
-                                  bench_runs=bench_runs, threads=threads, ort_level=ort_level)
+                                  bench_runs=bench_runs, bench_time=bench_time, threads=threads,
+                                  ort_level=ort_level, bench_level=bench_level, jobs=jobs)
     stdin_data = sys.stdin.buffer.read() if inputs == ("-",) else None
     job_list = [Job("optimize", inp, cfg, output=out, in_place=in_place, validate=validate, vopts=vopts,
                     bisect=do_bisect, check=not no_check, metadata=not no_metadata, debug=debug, data=stdin_data,
@@ -98,6 +103,8 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
 def plan_outputs(inputs: tuple[str, ...], output: str | None, out_dir: str | None, in_place: bool) -> list[str]:
     """The output path of each input (-o, --out-dir, --in-place or the default beside it), checked up front so
     that a bad combination is one usage error before any model is read; creates --out-dir."""
+    from graphopt.files import check_output_path, default_output
+
     if len(inputs) > 1:
         if output is not None:
             raise UsageError("-o names one output; with several inputs use --out-dir DIR")
@@ -125,5 +132,17 @@ def plan_outputs(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
     return outs
 
 
-__all__ = ["Job", "Steps", "finish", "human_console", "make_config", "make_validate_options", "optimize_cmd",
-           "pipeline_options", "plan_outputs", "report_options", "run_job", "run_jobs", "validation_options"]
+def __getattr__(name: str) -> Any:
+    # names this module used to import at module level, re-exported lazily for callers that take them from here
+    lazy = {"Job": "graphopt.runner", "run_job": "graphopt.runner", "Steps": "graphopt.cli.fanout",
+            "finish": "graphopt.cli.fanout", "human_console": "graphopt.cli.fanout", "run_jobs": "graphopt.cli.fanout"}
+    if name not in lazy:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(lazy[name]), name)
+
+
+# Job, run_job, Steps, finish, human_console and run_jobs are still importable from here (see __getattr__)
+__all__ = ["make_config", "make_validate_options", "optimize_cmd", "pipeline_options", "plan_outputs",
+           "report_options", "validation_options"]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from graphopt.errors import (
     UsageError,
 )
-from graphopt.pipeline import PipelineConfig, build_config
-from graphopt.validate import ORT_LEVELS, ValidateOptions
+from graphopt.validate.results import ORT_LEVELS, ValidateOptions  # plain data: no numpy, onnx or onnxruntime
+
+if TYPE_CHECKING:
+    from graphopt.pipeline import PipelineConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 StepFn = Callable[[str], None]
@@ -62,20 +64,29 @@ def validation_options(fn: F) -> F:
         click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
                      help="Bind a symbolic input dim in every trial (repeatable). Unbound dims get small sizes "
                      "that change between trials."),
-        click.option("--trials", type=click.IntRange(1, 100), default=3, show_default=True,
-                     help="Random-input trials, each with other dim sizes."),
+        click.option("--trials", type=click.IntRange(1, 100), default=None,
+                     help="Random-input trials, each with other dim sizes (default: 3 with two or more symbolic "
+                     "input dims, 2 with one, 1 when every input shape is fixed)."),
         click.option("--inputs", "inputs_npz", type=click.Path(dir_okay=False), metavar="FILE.npz",
                      help="Real inputs (numpy .npz, names matching the model's inputs) instead of random ones."),
         click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance for float outputs "
                      "(default per dtype: float32 1e-3, float16 1e-2, float64 1e-6)."),
         click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance for float outputs "
                      "(default per dtype: float32 1e-4, float16 1e-2, float64 1e-8)."),
-        click.option("--bench-runs", type=click.IntRange(0, 100000), default=10, show_default=True,
-                     help="Timed onnxruntime runs per model after a warm-up (0: no latency measurement)."),
+        click.option("--bench-time", type=click.FloatRange(min=0), default=2.0, show_default=True,
+                     metavar="SECONDS", help="Time budget of the latency benchmark: the two models run "
+                     "alternately until it is spent (at least 3, at most 50 runs each; 0: no benchmark)."),
+        click.option("--bench-runs", type=click.IntRange(0, 100000), default=None,
+                     help="Exactly N timed runs of each model after a warm-up, whatever the time (0: no "
+                     "benchmark). Default: as --bench-time allows."),
         click.option("--threads", type=click.IntRange(1, 1024), default=1, show_default=True,
-                     help="onnxruntime intra-op threads for validation and timing."),
-        click.option("--ort-level", type=click.Choice(ORT_LEVELS), default="all", show_default=True,
-                     help="onnxruntime's own graph optimization level in validation sessions."),
+                     help="onnxruntime intra-op threads of the latency benchmark (the correctness runs use the "
+                     "idle cores)."),
+        click.option("--bench-level", type=click.Choice(ORT_LEVELS), default="all", show_default=True,
+                     help="onnxruntime's own graph optimization level in the latency benchmark."),
+        click.option("--ort-level", type=click.Choice(ORT_LEVELS), default="disable", show_default=True,
+                     help="onnxruntime's own graph optimization level in the correctness runs (disable: both "
+                     "models run as written)."),
         click.option("--bisect/--no-bisect", "do_bisect", default=True, show_default=True,
                      help="On a mismatch, find the culprit pass by bisection and optimize without it."),
     ]):
@@ -134,13 +145,16 @@ def parse_dims(dims: tuple[str, ...]) -> dict[str, int]:
     return out
 
 
-def make_validate_options(*, seed: int, dims: tuple[str, ...], trials: int, inputs_npz: str | None,
-                          rtol: float | None, atol: float | None, bench_runs: int, threads: int,
-                          ort_level: str) -> ValidateOptions:
+def make_validate_options(*, seed: int, dims: tuple[str, ...], trials: int | None, inputs_npz: str | None,
+                          rtol: float | None, atol: float | None, bench_runs: int | None, bench_time: float = 2.0,
+                          threads: int, ort_level: str, bench_level: str = "all", jobs: int = 1) -> ValidateOptions:
     if inputs_npz is not None and not os.path.isfile(inputs_npz):
         raise UsageError(f"--inputs {inputs_npz}: no such file")
+    # correctness runs take onnxruntime's default threads (one per core), shared out between -j workers
+    check_threads = 0 if jobs <= 1 else max(1, (os.cpu_count() or 1) // jobs)
     return ValidateOptions(seed=seed, trials=trials, dims=parse_dims(dims), inputs=inputs_npz, rtol=rtol,
-                           atol=atol, bench_runs=bench_runs, threads=threads, ort_level=ort_level)
+                           atol=atol, bench_runs=bench_runs, bench_time=bench_time, threads=threads,
+                           ort_level=ort_level, bench_level=bench_level, check_threads=check_threads)
 
 
 def make_config(*, preset: str | None, passes: tuple[str, ...], skip: tuple[str, ...], sets: tuple[str, ...],
@@ -148,6 +162,8 @@ def make_config(*, preset: str | None, passes: tuple[str, ...], skip: tuple[str,
                 verify_each: bool) -> PipelineConfig:
     """The pipeline configuration from the shared pipeline flags (config file and pyproject.toml included),
     checked against the registry up front so that a typo is a usage error before any model is read."""
+    from graphopt.pipeline import build_config
+
     cfg = build_config(preset=preset, passes=_split(passes) if passes else None, skip=_split(skip),
                        sets=list(sets), max_rounds=max_rounds, strict=strict, config_path=config_path)
     cfg.verify_each = verify_each

@@ -6,16 +6,14 @@ import json
 from typing import Any
 
 import click
-from rich.table import Table
-
-from graphopt.jit import init
-from graphopt.pipeline import PRESETS, PipelineConfig, preset_passes
 
 from .common import State, common_options, escape, handle_errors, setup_logging
 
 
 def pass_catalog(ctx: Any) -> list[dict[str, Any]]:
     """Plain data describing every registered pass."""
+    from graphopt.pipeline import PRESETS, preset_passes
+
     in_preset = {p: set(preset_passes(p, ctx.passes)) for p in PRESETS}
     out = []
     for name in ctx.passes.names():
@@ -44,6 +42,12 @@ def passes_cmd(as_json: bool, verbose: int, quiet: bool, debug: bool) -> None:
       graphopt passes
       graphopt passes --json | jq '.passes[].name'
     """
+    # imported here, not at module level: `graphopt --help` must not import onnx (see cli/main.py)
+    from rich.table import Table
+
+    from graphopt.jit import init
+    from graphopt.pipeline import PipelineConfig
+
     st = State(verbose, quiet, debug)
     setup_logging(verbose, quiet)
     ctx = init(None, PipelineConfig(passes=[]))

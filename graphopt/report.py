@@ -507,14 +507,29 @@ def render_validation(v: ValidationResult, console: Any) -> None:
     if v.failed and v.reason:
         console.print(f"[red]mismatch:[/] {escape(v.reason)}")
     so, sn = v.session_seconds_original, v.session_seconds_optimized
-    line = (f"onnxruntime {v.ort_level} optimizations, {v.threads} thread(s): session "
-            f"{fmt_seconds(so)} -> {fmt_seconds(sn)}{_speedup(so, sn)}")
+    threads = "default threads" if not v.threads else _threads(v.threads)
+    console.print(f"proof: onnxruntime, {_level(v.ort_level)}, {threads}: session "
+                  f"{fmt_seconds(so)} -> {fmt_seconds(sn)}{_speedup(so, sn)}")
     if v.latency_ms_original is not None and v.latency_ms_optimized is not None:
-        line += (f"; latency (median of {v.bench_runs}) {v.latency_ms_original:.3f} ms -> "
-                 f"{v.latency_ms_optimized:.3f} ms{_speedup(v.latency_ms_original, v.latency_ms_optimized)}")
-    console.print(line)
+        bo, bn = v.bench_session_seconds_original, v.bench_session_seconds_optimized
+        budget = f" ({v.bench_budget:g} s budget)" if v.bench_budget is not None else ""
+        on = " on " + ", ".join(f"{k}={x}" for k, x in v.bench_dims.items()) if v.bench_dims else ""
+        console.print(f"latency: onnxruntime, {_level(v.bench_level)}, {_threads(v.bench_threads)}, median of "
+                      f"{v.bench_runs} runs{on}{budget}: {v.latency_ms_original:.3f} ms -> "
+                      f"{v.latency_ms_optimized:.3f} ms{_speedup(v.latency_ms_original, v.latency_ms_optimized)}; "
+                      f"session {fmt_seconds(bo)} -> {fmt_seconds(bn)}{_speedup(bo, bn)}")
+    elif v.bench_note:
+        console.print(f"latency {escape(v.bench_note)}")
     for w in v.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}")
+
+
+def _level(level: str) -> str:
+    return "graph optimizations disabled" if level == "disable" else f"{level} graph optimizations"
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread{'s' if n != 1 else ''}"
 
 
 def render_bisection(b: BisectResult, console: Any) -> None:

@@ -29,7 +29,7 @@ from .ir import serde
 from .ir.core import Model
 from .pipeline import PipelineConfig
 from .report import ModelReport, op_diff, pass_rows
-from .validate import ModelSource, ValidateOptions, Validator, bisect, optimize_with
+from .validate import ModelSource, ValidateOptions, Validator, bisect, index_ranges, optimize_with
 from .validate.gate import Interface, check_input, check_output, interface_of
 
 if TYPE_CHECKING:
@@ -170,11 +170,13 @@ def _run(job: Job, out: Outcome, step: StepFn) -> None:
     interface = interface_of(model)
     rep.timings_optimize["check"] = time.perf_counter() - t0
 
+    # integer inputs that index a table, read from the original before the passes change it
+    bounds = index_ranges(model) if job.validate else {}
     _optimize(job, out, model, step)
     data = _verify(job, out, source, interface, step)
     problem = None
     if job.validate:
-        problem = _validate(job, out, source, step, data)
+        problem = _validate(job, out, source, step, data, bounds)
         if rep.bisection is not None and out.model is not None and rep.disabled:
             data = _verify(job, out, source, interface, step)  # bisection rebuilt the model: check it again
     _summarize(out, before)
@@ -297,7 +299,8 @@ def _optimize(job: Job, out: Outcome, model: Model, step: StepFn) -> None:
     out.model, out.record, out.ctx = model, record, ctx
 
 
-def _validate(job: Job, out: Outcome, source: ModelSource, step: StepFn, data: bytes | None) -> GraphoptError | None:
+def _validate(job: Job, out: Outcome, source: ModelSource, step: StepFn, data: bytes | None,
+              bounds: dict[str, int] | None = None) -> GraphoptError | None:
     """Compare the optimized model with the original; on a mismatch bisect (the outcome then holds the model
     without the culprits). Returns the error that must stop the run (a mismatch, an invalid model), or None.
     Timed apart: validation is never counted as optimization."""
@@ -305,7 +308,7 @@ def _validate(job: Job, out: Outcome, source: ModelSource, step: StepFn, data: b
     assert ctx is not None and out.model is not None
     problem: GraphoptError | None = None
     tv = time.perf_counter()
-    validator = Validator(source, job.vopts, translators=ctx.translators, on_step=step)
+    validator = Validator(source, job.vopts, translators=ctx.translators, on_step=step, int_bounds=bounds)
     res = validator.compare(out.model if data is None else ModelSource(data=data, base_dir=out.model.base_dir))
     if res.skipped and validator.original_error is not None:
         # onnxruntime refusing the graph itself (not a missing custom op or a too-new opset) makes the model
@@ -339,7 +342,8 @@ def _validate(job: Job, out: Outcome, source: ModelSource, step: StepFn, data: b
     rep.validation = res
     rep.timings_validate = {
         "sessions": (res.session_seconds_original or 0.0) + (res.session_seconds_optimized or 0.0),
-        "runs": res.timings.get("runs", 0.0), "bench": res.timings.get("bench", 0.0),
+        "runs": res.timings.get("runs", 0.0) + res.timings.get("runs_original", 0.0),
+        "bench": res.timings.get("bench", 0.0),
         "bisection": rep.bisection.seconds if rep.bisection else 0.0, "total": time.perf_counter() - tv}
     if res.skipped:
         rep.warnings.append(f"validation skipped: {res.reason}")

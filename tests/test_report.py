@@ -227,7 +227,7 @@ def test_render_one_model_shows_every_section(models: dict[str, Path]) -> None:
     text = _text(Report("optimize", [outcome(models, "recovered")]))
     for needle in ("add.onnx -> ", "size", "nodes", "4 -> 3 (-25.0%)", "optimize", "load", "passes",
                    "validate", "pipeline", "test-drop-identity", "rolled back", "op types (changed)", "Identity",
-                   "validation passed: 2 trial(s)", "max abs diff", "session", "latency (median of 2)",
+                   "validation passed: 2 trial(s)", "max abs diff", "session", "median of 2 runs",
                    "culprit: pass test-break-add changes output y (rewrites: add_to_sub=1)",
                    "re-optimized without test-break-add and validated"):
         assert needle in text, needle

@@ -13,7 +13,8 @@ things (a missing file at load is a bad input; at save it is an output problem).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,15 +56,32 @@ class TranslatorRegistry:
 
     def __init__(self) -> None:
         self._by_type: dict[type, _Entry] = {}
+        self._deferred: list[tuple[str, list[str], Callable[[TranslatorRegistry], None]]] = []
 
     def register(self, exc_type: type, fn: Translator, *, name: str | None = None) -> None:
         self._by_type[exc_type] = _Entry(exc_type, fn, name or exc_type.__name__)
 
+    def defer(self, module: str, names: Sequence[str], loader: Callable[[TranslatorRegistry], None]) -> None:
+        """Translators for the exception classes of `module` (onnx, onnxruntime), registered by `loader(self)`
+        only once `module` has been imported by someone else: an exception of its classes cannot exist before,
+        and importing it here would cost every command its start-up time. `names` are the names `loader`
+        registers (listed by :meth:`names` meanwhile)."""
+        self._deferred.append((module, list(names), loader))
+
+    def _load_deferred(self) -> None:
+        pending = self._deferred
+        if not pending:
+            return
+        self._deferred = [d for d in pending if d[0] not in sys.modules]
+        for module, _names, loader in pending:
+            if module in sys.modules:
+                loader(self)
+
     def __len__(self) -> int:
-        return len(self._by_type)
+        return len(self._by_type) + sum(len(d[1]) for d in self._deferred)
 
     def names(self) -> list[str]:
-        return [e.name for e in self._by_type.values()]
+        return [e.name for e in self._by_type.values()] + [n for d in self._deferred for n in d[1]]
 
     def translate(self, exc: BaseException, *, stage: str = "cli", path: str | None = None) -> GraphoptError:
         """The graphopt error for `exc` (graphopt errors pass through, with the path filled in)."""
@@ -71,6 +89,7 @@ class TranslatorRegistry:
             if path and not exc.path:
                 exc.path = path
             return exc
+        self._load_deferred()
         tctx = TranslateContext(stage, path)
         for t in type(exc).__mro__:
             e = self._by_type.get(t)
@@ -227,6 +246,12 @@ def install_defaults(reg: TranslatorRegistry) -> None:
             hint="write to a file so that large tensors go to external data"), name="protobuf.EncodeError")
     except ImportError:  # pragma: no cover - protobuf comes with onnx
         pass
+    # onnx and onnxruntime take a second or more to import: their translators wait until they are imported
+    reg.defer("onnx", ["onnx.checker.ValidationError", "onnx.shape_inference.InferenceError"], _install_onnx)
+    reg.defer("onnxruntime", [f"onnxruntime.{kind}" for kind in _ORT_KINDS], _install_ort)
+
+
+def _install_onnx(reg: TranslatorRegistry) -> None:
     try:
         import onnx.checker
         import onnx.shape_inference
@@ -235,6 +260,9 @@ def install_defaults(reg: TranslatorRegistry) -> None:
         reg.register(onnx.shape_inference.InferenceError, _inference_error, name="onnx.shape_inference.InferenceError")
     except (ImportError, AttributeError):  # pragma: no cover
         pass
+
+
+def _install_ort(reg: TranslatorRegistry) -> None:
     try:
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 

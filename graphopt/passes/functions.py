@@ -38,7 +38,6 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..ir.serde import functions as fns
 from ..ir.core import Model, Node, Value
 from .base import Pass, PassManager, PassResult, option
 
@@ -53,6 +52,19 @@ NATIVE_DOMAINS = frozenset({"", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.previ
 
 _DONE = "optimize-functions.done"  # ctx.meta key: id(FunctionProto) -> the proto, for bodies already optimized
 
+
+
+class _Bridge:
+    """graphopt.ir.serde.functions, imported on first use: it imports onnx, which `graphopt passes` (listing this
+    pass) must not pay for."""
+
+    def __getattr__(self, name: str) -> Any:
+        from ..ir.serde import functions
+
+        return getattr(functions, name)
+
+
+fns: Any = _Bridge()
 
 @dataclass(frozen=True)
 class OptimizeFunctions(Pass):

@@ -7,11 +7,18 @@
 - :mod:`.results`: the plain data all of them return.
 
 Everything here returns plain data (dataclasses); nothing prints.
+
+The names below load their modules on first use (PEP 562): the CLI reads :data:`ORT_LEVELS` and builds
+:class:`ValidateOptions` without importing numpy or onnxruntime.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+# Eager, and light (no numpy, onnx or onnxruntime at import time): the function `bisect` must shadow the
+# submodule of the same name whatever imported `graphopt.validate.bisect` first; the plain data is wanted early.
 from .bisect import bisect, fresh_context, optimize_with
-from .compare import DEFAULT_TOLERANCE, TOLERANCES, StepCallback, Validator, check_model, tolerance
-from .inputs import INT_RANGES, InputSpec, load_npz, random_feeds, symbols_of, trial_bindings
 from .results import (
     ORT_LEVELS,
     BisectResult,
@@ -24,7 +31,33 @@ from .results import (
     ValidationResult,
 )
 
+if TYPE_CHECKING:
+    from .compare import DEFAULT_TOLERANCE, TOLERANCES, StepCallback, Validator, check_model, tolerance
+    from .inputs import INT_RANGES, InputSpec, index_ranges, load_npz, random_feeds, symbols_of, trial_bindings
+
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("DEFAULT_TOLERANCE", "TOLERANCES", "StepCallback", "Validator", "check_model", "tolerance"),
+                    ".compare"),
+    **dict.fromkeys(("INT_RANGES", "InputSpec", "index_ranges", "load_npz", "random_feeds", "symbols_of",
+                     "trial_bindings"), ".inputs"),
+}
+
 __all__ = ["DEFAULT_TOLERANCE", "INT_RANGES", "ORT_LEVELS", "TOLERANCES", "BisectResult", "BisectStep", "Culprit",
            "InputSpec", "ModelSource", "OutputCheck", "StepCallback", "Trial", "ValidateOptions", "ValidationResult",
-           "Validator", "bisect", "check_model", "fresh_context", "load_npz", "optimize_with", "random_feeds",
-           "symbols_of", "tolerance", "trial_bindings"]
+           "Validator", "bisect", "check_model", "fresh_context", "index_ranges", "load_npz", "optimize_with",
+           "random_feeds", "symbols_of", "tolerance", "trial_bindings"]
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'graphopt.validate' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(mod, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

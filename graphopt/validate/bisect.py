@@ -11,13 +11,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..ir.core import Model
-from .compare import StepCallback, Validator
 from .results import BisectResult, BisectStep, Culprit, ModelSource, ValidationResult
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # light at import time (graphopt.validate imports this module eagerly)
+    from ..ir.core import Model
     from ..jit.context import JitContext
     from ..passes.base import Pass, PipelineRecord
+    from .compare import StepCallback, Validator
 
 log = logging.getLogger("graphopt.validate")
 

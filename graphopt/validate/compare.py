@@ -7,6 +7,14 @@ candidate model. That matters on big models, where creating a session costs more
 seconds at 300k nodes): bisection compares several candidates against the same original without paying for the
 original again.
 
+These are the proof's sessions: graph optimizations off by default (the models run as written), on the idle cores
+(:meth:`~.results.ValidateOptions.proof_threads`); the latency benchmark (:mod:`.bench`) makes its own pair at the
+level and thread count a user runs with, only once the proof has passed.
+
+onnxruntime's own log lines are silenced (session and run log levels at FATAL): its errors come back as
+exceptions, which graphopt reports as its own findings (a skipped validation, a dropped trial, a fallback noted in
+the trial) instead of red lines on the terminal.
+
 onnxruntime errors go through the context's translators: an original model that onnxruntime cannot load or run
 makes the validation *skipped* (with the reason), never a crash and never a pass; an optimized model that
 onnxruntime cannot load or run while the original could is a *failure*.
@@ -114,7 +122,10 @@ class Validator:
     outputs are made once, on first use, and reused for every candidate."""
 
     def __init__(self, original: ModelSource, options: ValidateOptions | None = None, *,
-                 translators: TranslatorRegistry | None = None, on_step: StepCallback | None = None):
+                 translators: TranslatorRegistry | None = None, on_step: StepCallback | None = None,
+                 int_bounds: Mapping[str, int] | None = None):
+        """`int_bounds`: integer inputs that index a table and the table's size (:func:`.inputs.index_ranges`
+        of the original, computed before the passes change it); they are drawn from [0, size)."""
         if translators is None:
             from ..jit.translators import TranslatorRegistry, install_defaults
 
@@ -122,9 +133,12 @@ class Validator:
             install_defaults(translators)
         self.original = original
         self.options = options or ValidateOptions()
-        if self.options.ort_level not in ORT_LEVELS:
-            raise UsageError(f"unknown onnxruntime optimization level {self.options.ort_level!r}",
-                             hint="use one of: " + ", ".join(ORT_LEVELS))
+        for lvl in (self.options.ort_level, self.options.bench_level):
+            if lvl not in ORT_LEVELS:
+                raise UsageError(f"unknown onnxruntime optimization level {lvl!r}",
+                                 hint="use one of: " + ", ".join(ORT_LEVELS))
+        self.int_bounds = dict(int_bounds or {})
+        self._proof_threads = self.options.proof_threads()
         self.translators = translators
         self.on_step = on_step
         self.sessions_created = 0
@@ -139,9 +153,13 @@ class Validator:
         self._out_types: dict[str, str] = {}
         self._trials: list[Trial] = []
         self._feeds: list[dict[str, np.ndarray]] = []
+        self._bench_binding: dict[str, int] | None = None  # dims of the benchmark's inputs (None: trial 0's)
         self._expected: list[list[Any]] = []
         self._session_seconds = 0.0
+        self._original_runs_seconds = 0.0
         self._last_sess: Any = None
+        self._last_src: ModelSource | None = None
+        self._run_options: Any = None
         self._input_source = "random" if self.options.inputs is None else f"npz:{self.options.inputs}"
 
     # -- sessions ----------------------------------------------------------------------------------------------
@@ -150,19 +168,28 @@ class Validator:
         if self.on_step is not None:
             self.on_step(msg)
 
-    def _session(self, src: ModelSource) -> Any:
+    def _session(self, src: ModelSource, *, level: str | None = None, threads: int | None = None) -> Any:
+        """An onnxruntime session of `src` at `level` (default: the proof's) with `threads` intra-op threads
+        (default: the proof's; 0 lets onnxruntime choose)."""
         import onnxruntime as ort
 
+        proof = level is None and threads is None
         so = ort.SessionOptions()
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # FATAL only: failures come back as exceptions, reported by graphopt
         so.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[self.options.ort_level]
-        so.intra_op_num_threads = max(1, self.options.threads)
+        }[level or self.options.ort_level]
+        if threads is None:
+            threads = self._proof_threads
+        so.intra_op_num_threads = max(0, threads)
         so.inter_op_num_threads = 1
+        if proof and threads != 1:
+            # the proof's pool threads must not spin between runs: on a machine with few cores they would take
+            # the CPU from the next session's creation and from the single-threaded benchmark that follows
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.sessions_created += 1
         if src.path is not None:
@@ -172,6 +199,16 @@ class Validator:
             so.add_session_config_entry("session.model_external_initializers_file_folder_path",
                                         os.path.abspath(src.base_dir))
         return ort.InferenceSession(src.data, so, providers=["CPUExecutionProvider"])
+
+    def run(self, sess: Any, feeds: Mapping[str, Any]) -> Any:
+        """`sess.run` with onnxruntime's run-time log lines (a kernel's error, before it is raised) silenced."""
+        if self._run_options is None:
+            import onnxruntime as ort
+
+            ro = ort.RunOptions()
+            ro.log_severity_level = 4
+            self._run_options = ro
+        return sess.run(None, dict(feeds), self._run_options)
 
     def _ort_error(self, e: BaseException, what: str) -> str:
         """A one-line reason for an onnxruntime failure; out-of-memory is not a reason but an error."""
@@ -200,7 +237,6 @@ class Validator:
         return self.skip_reason
 
     def _prepare(self) -> str | None:
-        opts = self.options
         self._step("creating the onnxruntime session of the original model")
         t = time.perf_counter()
         try:
@@ -210,6 +246,14 @@ class Validator:
             return self._ort_error(e, "onnxruntime cannot load the original model")
         self._session_seconds = time.perf_counter() - t
         self._sess = sess
+        t_runs = time.perf_counter()
+        try:
+            return self._draw_and_run(sess)
+        finally:
+            self._original_runs_seconds = time.perf_counter() - t_runs
+
+    def _draw_and_run(self, sess: Any) -> str | None:
+        opts = self.options
         self._specs = [InputSpec(i.name, i.type, tuple(i.shape) if i.shape is not None else None)
                        for i in sess.get_inputs()]
         self._out_names = [o.name for o in sess.get_outputs()]
@@ -218,7 +262,7 @@ class Validator:
             feeds = load_npz(opts.inputs, self._specs)
             self._step("running the original model on the --inputs")
             try:
-                out = sess.run(None, feeds)
+                out = self.run(sess, feeds)
             except Exception as e:  # noqa: BLE001
                 self.original_error = e
                 return self._ort_error(e, "the original model fails on the --inputs")
@@ -231,7 +275,12 @@ class Validator:
         if unknown:
             self.warnings.append(f"--dim {unknown[0]}: the model has no input dim of that name"
                                  + (f" (its symbols: {', '.join(syms)})" if syms else ""))
-        bindings = trial_bindings(syms, opts.dims, opts.trials)
+        free = [s for s in syms if s not in opts.dims]
+        bindings = trial_bindings(syms, opts.dims, opts.trial_count(len(free)))
+        bounds = {k: v for k, v in self.int_bounds.items() if any(s.name == k for s in self._specs)}
+        if free:
+            # latency is measured on one input: every free dim 1 (e.g. batch 1), bound dims as given
+            self._bench_binding = {s: (int(opts.dims[s]) if s in opts.dims else 1) for s in syms}
         last_err: str | None = None
         for t_i, binding in enumerate(bindings):
             seed = opts.seed + t_i
@@ -239,18 +288,21 @@ class Validator:
             # fall back: distinct sizes -> equal sizes (the model may require two symbols to agree), and
             # integer inputs in smaller and smaller ranges (they may be indices)
             candidates = [binding]
-            free = [s for s in syms if s not in opts.dims]
             if len({binding[s] for s in free}) > 1:
                 candidates.append({s: (binding[s] if s in opts.dims else 2 + t_i) for s in syms})
             done = False
+            # smaller integer ranges are worth a retry only when there are integer inputs
+            ladder = INT_RANGES if any(_is_int_type(sp.type) for sp in self._specs) else INT_RANGES[:1]
             for b in candidates:
-                for high in INT_RANGES:
+                for k, high in enumerate(ladder):
                     try:
-                        feeds = random_feeds(self._specs, b, seed, int_high=high)
+                        # the first draw takes table ids from the whole table; fallbacks shrink every range
+                        feeds = random_feeds(self._specs, b, seed, int_high=high, int_bounds=bounds,
+                                             bounded_high=None if k == 0 else high)
                     except UsageError as e:
                         return f"{e.message}; {e.hint}" if e.hint else e.message
                     try:
-                        out = sess.run(None, feeds)
+                        out = self.run(sess, feeds)
                     except Exception as e:  # noqa: BLE001
                         self.original_error = e
                         last_err = self._ort_error(e, "the original model fails on random inputs")
@@ -258,7 +310,7 @@ class Validator:
                     note = None
                     if b is not binding:
                         note = "symbols bound to equal sizes (the model rejects distinct ones)"
-                    if high != INT_RANGES[0]:
+                    if k > 0:
                         note = (note + "; " if note else "") + f"integer inputs in [0, {high})"
                     self._trials.append(Trial(t_i, dict(b), seed, note=note))
                     self._feeds.append(feeds)
@@ -280,7 +332,8 @@ class Validator:
         """Run the candidate on every trial's inputs and compare each output with the original's."""
         t0 = time.perf_counter()
         res = ValidationResult(input_source=self._input_source, ort_level=self.options.ort_level,
-                               threads=self.options.threads,
+                               threads=self._proof_threads, bench_level=self.options.bench_level,
+                               bench_threads=self.options.threads,
                                seed=None if self.options.inputs is not None else self.options.seed)
         reason = self.prepare()
         t1 = time.perf_counter()
@@ -305,6 +358,7 @@ class Validator:
             self.seconds += dt
             res.timings = {"serialize": t_ser, "session_original": self._session_seconds,
                            "session_optimized": res.session_seconds_optimized or 0.0,
+                           "runs_original": self._original_runs_seconds,
                            "runs": res.timings.get("runs", 0.0), "total": time.perf_counter() - t0}
         return res
 
@@ -330,6 +384,7 @@ class Validator:
             return
         res.session_seconds_optimized = time.perf_counter() - t
         self._last_sess = sess
+        self._last_src = src
         names = [o.name for o in sess.get_outputs()]
         if names != self._out_names:
             diff = next((a for a, b in zip(self._out_names, names) if a != b),
@@ -346,7 +401,7 @@ class Validator:
         for k, (trial, feeds, expected) in enumerate(zip(res.trials, self._feeds, self._expected)):
             self._step(f"running the optimized model, trial {k + 1}/{len(res.trials)}")
             try:
-                got = sess.run(None, feeds)
+                got = self.run(sess, feeds)
             except Exception as e:  # noqa: BLE001
                 trial.ok = False
                 trial.note = self._ort_error(e, "the optimized model fails where the original runs")
@@ -384,6 +439,21 @@ class Validator:
             o.reason = o.reason or "not compared"
 
     # -- timing ------------------------------------------------------------------------------------------------
+    def bench_feeds(self) -> list[tuple[dict[str, int], dict[str, Any]]]:
+        """Candidate inputs of the latency benchmark, best first: every free dim 1 (when the inputs have free
+        dims), then the first trial's inputs (which the original is known to accept)."""
+        out: list[tuple[dict[str, int], dict[str, Any]]] = []
+        if self._bench_binding is not None:
+            bounds = {k: v for k, v in self.int_bounds.items() if any(s.name == k for s in self._specs)}
+            try:
+                out.append((dict(self._bench_binding),
+                            random_feeds(self._specs, self._bench_binding, self.options.seed, int_bounds=bounds)))
+            except UsageError:
+                pass
+        if self._feeds:
+            out.append((dict(self._trials[0].dims), self._feeds[0]))
+        return out
+
     def benchmark(self, res: ValidationResult) -> None:
         """Median latency of the original and of the last compared model (see :func:`.bench.benchmark`)."""
         from .bench import benchmark
@@ -392,7 +462,11 @@ class Validator:
 
     def close(self) -> None:
         """Drop the sessions (their memory can be large)."""
-        self._sess = self._last_sess = None
+        self._sess = self._last_sess = self._last_src = None
+
+
+def _is_int_type(ort_type: str) -> bool:
+    return ort_type.startswith("tensor(") and ("int" in ort_type)
 
 
 def _dtype_str(ort_type: str) -> str:

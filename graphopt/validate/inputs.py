@@ -1,15 +1,22 @@
 """Validation inputs: the input specs onnxruntime reports, dim bindings per trial, deterministic random feeds
-per dtype, and real inputs from an ``.npz`` file."""
+per dtype, the ranges of integer inputs that index a table (:func:`index_ranges`), and real inputs from an ``.npz``
+file."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ..ir.core import Model, Node, Value
+
+log = logging.getLogger("graphopt.validate")
 
 _NP_OF_ORT: dict[str, Any] = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
@@ -19,8 +26,15 @@ _NP_OF_ORT: dict[str, Any] = {
 }
 
 # Integer inputs are often ids, indices or sizes: draw them from a small range, and when the original model
-# rejects them (an index out of range), retry with a smaller one before giving up.
+# rejects them (an index out of range), retry with a smaller one before giving up. Inputs known to index a table
+# (see index_ranges) are drawn from the table's whole range instead, at the first try.
 INT_RANGES = (4, 2, 1)
+
+_INT_DTYPES = frozenset({2, 3, 4, 5, 6, 7, 12, 13})  # onnx uint8, int8, uint16, int16, int32, int64, uint32, uint64
+# Ops through which an integer value reaches a consumer unchanged element by element (moved, copied, selected,
+# retyped between integer types): a bound on what the consumer accepts is a bound on the value. The data input only.
+_VALUE_PRESERVING = {"Identity": (0,), "Cast": (0,), "Unsqueeze": (0,), "Squeeze": (0,), "Reshape": (0,),
+                     "Flatten": (0,), "Transpose": (0,), "Expand": (0,), "Slice": (0,), "Tile": (0,)}
 
 
 # ================================================================================================================
@@ -73,9 +87,13 @@ def _shape_for(spec: InputSpec, binding: Mapping[str, int]) -> list[int]:
 
 
 def random_feeds(specs: Sequence[InputSpec], binding: Mapping[str, int], seed: int, *,
-                 int_high: int = INT_RANGES[0]) -> dict[str, np.ndarray]:
+                 int_high: int = INT_RANGES[0], int_bounds: Mapping[str, int] | None = None,
+                 bounded_high: int | None = None) -> dict[str, np.ndarray]:
     """Deterministic random inputs: floats uniform in [-1, 1), integers in [0, int_high), booleans, short
-    strings. Raises UsageError for input types that cannot be drawn (sequences, maps, bfloat16, ...)."""
+    strings. Integer inputs named in `int_bounds` (ids that index a table, see :func:`index_ranges`) are drawn
+    from [0, bound) instead, or [0, min(bound, bounded_high)) when `bounded_high` is given (the fallback when
+    the model still rejects them). Raises UsageError for input types that cannot be drawn (sequences, maps,
+    bfloat16, ...)."""
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for s in specs:
@@ -88,13 +106,123 @@ def random_feeds(specs: Sequence[InputSpec], binding: Mapping[str, int], seed: i
         if dt.kind == "f":
             arr = rng.uniform(-1.0, 1.0, size=shape).astype(dt)
         elif dt.kind in "iu":
-            arr = rng.integers(0, max(1, int_high), size=shape).astype(dt)
+            high = int_high
+            if int_bounds and s.name in int_bounds:
+                high = int_bounds[s.name] if bounded_high is None else min(int_bounds[s.name], bounded_high)
+            high = min(max(1, high), int(np.iinfo(dt).max) + 1, 1 << 62)
+            arr = rng.integers(0, high, size=shape).astype(dt)
         elif dt.kind == "b":
             arr = rng.random(shape) < 0.5
         else:  # strings
             arr = np.array(rng.choice(["a", "b", "c"], size=shape), dtype=object)
         feeds[s.name] = arr
     return feeds
+
+
+# ================================================================================================================
+# Ranges of integer inputs that index a table
+# ================================================================================================================
+def index_ranges(model: Model) -> dict[str, int]:
+    """For each integer graph input that indexes a table, the exclusive upper bound of valid ids: a bound found
+    from the graph, so that validation draws real token ids, type ids and positions at the first try.
+
+    An input is bounded when it reaches, directly or through ops that keep its values (Identity, integer Cast,
+    Unsqueeze, Squeeze, Reshape, Flatten, Transpose, Expand, Slice, Tile, Concat), the indices of:
+
+    - ``Gather`` or ``GatherElements`` whose data has a static size on the gathered axis (an embedding table);
+    - ``OneHot`` with a constant depth;
+    - ``com.microsoft`` ``EmbedLayerNormalization`` (word ids and segment ids, from their tables' row counts).
+
+    With several such consumers the smallest bound wins. Inputs not listed keep the default draw. Linear in the
+    nodes reached from the integer inputs; nothing is loaded but the scalar depth of OneHot.
+    """
+    out: dict[str, int] = {}
+    for v in model.graph.inputs:
+        if v.const is not None or v.dtype not in _INT_DTYPES or not v.name:
+            continue
+        try:
+            bound = _bound_of(v)
+        except Exception:  # noqa: BLE001 - a hint for drawing inputs: on a surprise, draw as by default
+            log.debug("index_ranges: no bound for %r", v.name, exc_info=True)
+            continue
+        if bound is not None and bound > 0:
+            out[v.name] = bound
+    return out
+
+
+def _bound_of(start: Value) -> int | None:
+    best: int | None = None
+    seen = {id(start)}
+    todo = [start]
+    while todo:
+        v = todo.pop()
+        for node, idx in v.uses():
+            b = _consumer_bound(node, idx)
+            if b is not None:
+                best = b if best is None else min(best, b)
+                continue
+            passes_through = _VALUE_PRESERVING.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+            if node.op_type == "Concat" and node.domain in ("", "ai.onnx"):
+                passes_through = (idx,)
+            if passes_through is None or idx not in passes_through or not node.outputs:
+                continue
+            if node.op_type == "Cast" and node.attr("to") not in _INT_DTYPES:
+                continue  # ids cast to float are arithmetic from here on, not indices
+            out = node.outputs[0]
+            if id(out) not in seen:
+                seen.add(id(out))
+                todo.append(out)
+    return best
+
+
+def _consumer_bound(node: Node, idx: int) -> int | None:
+    """The exclusive bound `node` puts on the values of its input `idx`, when static; else None."""
+    op, dom = node.op_type, node.domain
+    if dom in ("", "ai.onnx"):
+        if op in ("Gather", "GatherElements") and idx == 1:
+            return _static_dim(node.input(0), node.attr("axis", 0))
+        if op == "OneHot" and idx == 0:
+            depth = _small_constant(node.input(1))
+            return int(depth) if depth is not None and depth >= 1 else None
+        return None
+    if dom == "com.microsoft" and op == "EmbedLayerNormalization":
+        table = {0: 2, 1: 4}.get(idx)  # input_ids -> word_embedding, segment_ids -> segment_embedding
+        return None if table is None else _static_dim(node.input(table), 0)
+    return None
+
+
+def _static_dim(v: Value | None, axis: Any) -> int | None:
+    if v is None:
+        return None
+    shape = v.shape
+    if shape is None:
+        return None
+    try:
+        ax = int(axis)
+    except (TypeError, ValueError):
+        return None
+    if ax < 0:
+        ax += len(shape)
+    if not 0 <= ax < len(shape):
+        return None
+    d = shape[ax]
+    return d if isinstance(d, int) and d > 0 else None
+
+
+def _small_constant(v: Value | None) -> float | None:
+    """The value of a one-element constant (an initializer or a Constant node's output), else None."""
+    if v is None:
+        return None
+    t = v.const
+    if t is None and v.producer is not None and v.producer.op_type == "Constant" and \
+            v.producer.domain in ("", "ai.onnx"):
+        t = v.producer.attr("value")
+    if t is None or not hasattr(t, "shape") or int(np.prod(t.shape, dtype=np.int64)) != 1:
+        return None
+    try:
+        return float(np.asarray(t.numpy()).reshape(-1)[0])
+    except Exception:  # noqa: BLE001 - an unreadable constant is simply not a known depth
+        return None
 
 
 def load_npz(path: str, specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:

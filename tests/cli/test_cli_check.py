@@ -24,7 +24,7 @@ def test_one_line_per_model_and_a_summary_table(cli, add_model: Path, clean_mode
     assert r.exit_code == 0, r.stdout + r.stderr
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith(("✓", "✗"))]
     assert len(lines) == 2
-    assert "add.onnx: valid, validated (3 trials" in lines[0] and "would remove 1 of 4 nodes" in lines[0]
+    assert "add.onnx: valid, validated (2 trials" in lines[0] and "would remove 1 of 4 nodes" in lines[0]
     assert "clean.onnx" in lines[1] and "already optimized" in lines[1]
     assert "graphopt check: 2 model(s)" in r.stdout and "all models ok" in r.stdout
     assert _files(tmp_path) == before  # nothing written

@@ -32,7 +32,7 @@ def test_same_model_passes_with_zero_difference_and_two_sessions() -> None:
     assert [o.name for o in res.outputs] == ["y", "z"]
     assert all(o.ok and o.max_abs == 0.0 and o.max_rel == 0.0 for o in res.outputs)
     assert [o.dtype for o in res.outputs] == ["float", "float"] and res.outputs[0].shape == [2, 3]
-    assert len(res.trials) == 3 and [t.seed for t in res.trials] == [0, 1, 2]
+    assert len(res.trials) == 2 and [t.seed for t in res.trials] == [0, 1]  # one symbolic dim: two sizes
     assert v.sessions_created == 2
     assert res.session_seconds_original and res.session_seconds_optimized
 

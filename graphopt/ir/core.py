@@ -56,6 +56,36 @@ class ChangeTracker:
         return sum(1 for n in self.touched if n.is_alive and n not in self.added)
 
 
+class ChangeLog:
+    """The nodes changed since the log was last taken: touched (inputs, attributes, names), added or removed, and
+    the owners of subgraphs whose interface changed, and the readers of an initializer whose tensor was replaced.
+
+    An observer that keeps facts derived from the graph (the JIT context's shape symbols) holds one (see
+    :meth:`Model.watch`) and brings its facts up to date from what the log names, instead of from the whole graph.
+    The model holds the log weakly: dropping the observer stops the recording."""
+
+    __slots__ = ("nodes", "__weakref__")
+
+    def __init__(self) -> None:
+        self.nodes: dict[Node, None] = {}
+
+    def take(self) -> list[Node]:
+        """The nodes recorded since the last call, in first-change order; the log starts empty again."""
+        out = list(self.nodes)
+        self.nodes.clear()
+        return out
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+
+def _log_node(m: Model, node: Node) -> None:
+    for r in m._logs:
+        lg = r()
+        if lg is not None:
+            lg.nodes[node] = None
+
+
 class Journal:
     """Undo records for the mutations made while it is open (see :meth:`Model.journal`)."""
 
@@ -524,8 +554,11 @@ class Node:
         if g is not None:
             g._touch()
             m = g.model
-            if m is not None and m._track is not None:
-                m._track.touched[self] = None
+            if m is not None:
+                if m._track is not None:
+                    m._track.touched[self] = None
+                if m._logs:
+                    _log_node(m, self)
 
     # -- attributes ------------------------------------------------------------------------------------------
     @property
@@ -809,6 +842,8 @@ class Graph:
         m = self.model
         if m is not None:
             m.mutations += 1
+            if m._logs and self.owner is not None:
+                _log_node(m, self.owner)
         o = self.owner
         while o is not None and not o._dirty:
             o._dirty = True
@@ -946,8 +981,11 @@ class Graph:
                     m._names.add(v._name)
         node._dirty = True
         self._touch()
-        if m is not None and m._track is not None:
-            m._track.added[node] = None
+        if m is not None:
+            if m._track is not None:
+                m._track.added[node] = None
+            if m._logs:
+                _log_node(m, node)
 
         def undo() -> None:
             self._unlink(node)
@@ -969,12 +1007,15 @@ class Graph:
             self._value_info.pop(v, None)
         self._touch()
         m = self.model
-        if m is not None and m._track is not None:
-            t = m._track
-            if node in t.added:
-                del t.added[node]
-            else:
-                t.removed += 1
+        if m is not None:
+            if m._track is not None:
+                t = m._track
+                if node in t.added:
+                    del t.added[node]
+                else:
+                    t.removed += 1
+            if m._logs:
+                _log_node(m, node)
 
     def append(self, *nodes: Node) -> None:
         """Append nodes at the end."""
@@ -1220,6 +1261,10 @@ class Graph:
         old = value._const
         value._const = tensor
         self._touch()
+        m = self.model
+        if m is not None and m._logs:
+            for u, _ in value._uses:  # their inputs' numbers changed under them
+                _log_node(m, u)
         self._journal(lambda: self.set_const(value, old))  # type: ignore[arg-type]
 
     # -- value_info --------------------------------------------------------------------------------------------
@@ -1384,6 +1429,7 @@ class Model:
         self.mutations = 0
         self._journal: Journal | None = None
         self._track: ChangeTracker | None = None
+        self._logs: list[weakref.ref[ChangeLog]] = []
         self._names: set[str] | None = None
         self._name_counters: dict[str, int] = {}
         self._fresh: set[str] = set()
@@ -1420,6 +1466,17 @@ class Model:
             j.entries.append(lambda: setattr(self, "functions", old))
 
     # -- mutation tracking -------------------------------------------------------------------------------------
+    def watch(self) -> ChangeLog:
+        """A new :class:`ChangeLog` that records every node change from now on, until it is garbage (the model
+        holds it weakly) or passed to :meth:`unwatch`."""
+        self._logs = [r for r in self._logs if r() is not None]
+        lg = ChangeLog()
+        self._logs.append(weakref.ref(lg))
+        return lg
+
+    def unwatch(self, log: ChangeLog) -> None:
+        self._logs = [r for r in self._logs if r() is not None and r() is not log]
+
     def _mutated(self) -> None:
         self.mutations += 1
 

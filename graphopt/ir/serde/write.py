@@ -284,6 +284,15 @@ def _vi_proto(v: Value, orig: Any, keep_type: bool) -> Any:
     return c
 
 
+def node_to_proto(n: Node) -> onnx.NodeProto:
+    """The NodeProto of `n` as it would be written (its loaded message when nothing touched it; not a copy then:
+    do not modify it)."""
+    p = n._proto
+    if not n._dirty and p is not None and not n._subgraphs:
+        return p
+    return _Writer().node_proto(n)
+
+
 def serialize(model: Model, plan: ExtPlan | None = None) -> bytes:
     """The serialized model. External tensors keep their references unless `plan` says otherwise."""
     ext_nodes = model.meta.get("ext_attr_nodes") if plan else None

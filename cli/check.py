@@ -32,7 +32,7 @@ from .options import (
 @handle_errors
 def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, preset: str | None, passes: tuple[str, ...],
               skip: tuple[str, ...], sets: tuple[str, ...], config_path: str | None, max_rounds: int | None,
-              strict: bool | None, verify_each: bool, validate: bool, seed: int, dims: tuple[str, ...],
+              strict: bool | None, verify_each: bool, annotate_shapes: bool | None, validate: bool, seed: int, dims: tuple[str, ...],
               trials: int, inputs_npz: str | None, rtol: float | None, atol: float | None, bench_runs: int,
               threads: int, ort_level: str, do_bisect: bool, report_json: str | None, report_md: str | None,
               jobs: int, verbose: int, quiet: bool, debug: bool) -> None:
@@ -54,7 +54,7 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, preset: str | 
         raise click.UsageError("stdin ('-') can only be read as the only model")
     st = State(verbose, quiet, debug, model_to_stdout=report_json == "-")
     cfg = make_config(preset=preset, passes=passes, skip=skip, sets=sets, max_rounds=max_rounds, strict=strict,
-                      config_path=config_path, verify_each=verify_each)
+                      config_path=config_path, verify_each=verify_each, annotate_shapes=annotate_shapes)
     vopts = make_validate_options(seed=seed, dims=dims, trials=trials, inputs_npz=inputs_npz, rtol=rtol, atol=atol,
                                   bench_runs=bench_runs, threads=threads, ort_level=ort_level)
     stdin_data = sys.stdin.buffer.read() if models == ("-",) else None

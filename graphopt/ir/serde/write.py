@@ -190,9 +190,7 @@ class _Writer:
         parts: list[bytes] = []
         add = parts.append
         tmpl = g._template
-        if tmpl is not None and tmpl.name == g.name and tmpl.doc_string == g.doc_string:
-            add(tmpl.SerializeToString())
-        else:
+        if tmpl is None or tmpl.name != g.name or tmpl.doc_string != g.doc_string:
             gp = onnx.GraphProto()
             if tmpl is not None:
                 gp.CopyFrom(tmpl)
@@ -200,11 +198,15 @@ class _Writer:
                 gp.name = g.name
             if gp.doc_string != g.doc_string:
                 gp.doc_string = g.doc_string
-            add(gp.SerializeToString())
+            tmpl = gp
+        # fields in field-number order, as protobuf writes them: a graph nothing changed comes out byte for byte
+        t_name, t_doc, t_quant, t_rest = _template_parts(tmpl, _GRAPH_RANGES)
         node_bytes = self.node_bytes
         for n in g:
             b = node_bytes(n)
             add(_T_NODE + _varint(len(b)) + b)
+        add(t_name)
+        sparse: list[bytes] = []
         for name, v in g._initializers.items():
             t = v._const
             assert t is not None
@@ -215,9 +217,10 @@ class _Writer:
                     c.CopyFrom(sp)
                     c.values.name = name
                     sp = c
-                add(_field(_T_SPARSE_INIT, sp.SerializeToString()))
+                sparse.append(_field(_T_SPARSE_INIT, sp.SerializeToString()))
             else:
                 add(_field(_T_INIT, self.tensor_proto(t, name).SerializeToString()))
+        add(t_doc)
         in_vi = g._in_vi
         for v in g._inputs:
             add(_field(_T_INPUT, _vi_proto(v, in_vi.get(v), True).SerializeToString()))
@@ -229,6 +232,9 @@ class _Writer:
             add(_field(_T_VALUE_INFO, _vi_proto(v, v._vi, False).SerializeToString()))
         for vi in g._orphan_vi:
             add(_field(_T_VALUE_INFO, vi.SerializeToString()))
+        add(t_quant)
+        parts.extend(sparse)
+        add(t_rest)
         return b"".join(parts)
 
     def model_bytes(self, model: Model) -> bytes:
@@ -248,7 +254,10 @@ class _Writer:
                 e = mp.metadata_props.add()
                 e.key = k
                 e.value = v
-        parts = [mp.SerializeToString()]
+        # fields in field-number order (ir_version..doc_string, graph, opset_import, metadata.., functions, the
+        # rest), as protobuf writes them: a model nothing changed comes out byte for byte
+        t_head, t_mid, t_rest = _template_parts(mp, _MODEL_RANGES)
+        parts = [t_head, _field(_T_GRAPH, self.graph_bytes(model.graph))]
         orig = model.meta.get("opset_protos") or {}
         for d, ver in model.opset_imports.items():
             o = orig.get(d)
@@ -257,10 +266,42 @@ class _Writer:
                 o.domain = d
                 o.version = ver
             parts.append(_field(_T_OPSET, o.SerializeToString()))
-        parts.append(_field(_T_GRAPH, self.graph_bytes(model.graph)))
+        parts.append(t_mid)
         for f in model.functions:
             parts.append(_field(_T_FUNCTION, f.SerializeToString()))
+        parts.append(t_rest)
         return b"".join(parts)
+
+
+# Field-number ranges of the fields a template keeps, between the lists the writer frames itself: GraphProto
+# (node=1 | name | initializer=5 | ..doc_string | input=11, output=12, value_info=13 | quantization_annotation |
+# sparse_initializer=15 | metadata_props.. and unknown fields) and ModelProto (ir_version..doc_string | graph=7,
+# opset_import=8 | metadata_props, training_info | functions=25 | configuration.. and unknown fields).
+_GRAPH_RANGES = ((2, 4), (6, 10), (14, 14), (16, 1 << 29))
+_MODEL_RANGES = ((1, 6), (9, 24), (26, 1 << 29))
+
+
+def _template_parts(msg: Any, ranges: tuple[tuple[int, int], ...]) -> list[bytes]:
+    """`msg` serialized in pieces, one per field-number range (unknown fields with the last one)."""
+    fields = msg.ListFields()
+    last = len(ranges) - 1
+    out: list[bytes] = []
+    for k, (lo, hi) in enumerate(ranges):
+        if k < last and not any(lo <= f.number <= hi for f, _ in fields):
+            out.append(b"")
+            continue
+        if all(lo <= f.number <= hi for f, _ in fields) and k == last:
+            out.append(msg.SerializeToString())
+            continue
+        c = type(msg)()
+        c.CopyFrom(msg)
+        for f, _ in fields:
+            if not lo <= f.number <= hi:
+                c.ClearField(f.name)
+        if k < last:
+            c.DiscardUnknownFields()
+        out.append(c.SerializeToString())
+    return out
 
 
 def _vi_proto(v: Value, orig: Any, keep_type: bool) -> Any:

@@ -64,15 +64,23 @@ class ChangeLog:
     :meth:`Model.watch`) and brings its facts up to date from what the log names, instead of from the whole graph.
     The model holds the log weakly: dropping the observer stops the recording."""
 
-    __slots__ = ("nodes", "__weakref__")
+    __slots__ = ("nodes", "nearby", "values", "__weakref__")
 
     def __init__(self) -> None:
         self.nodes: dict[Node, None] = {}
+        # nodes whose neighbourhood changed without an edit of their own: the producer of a value that lost a
+        # reader (it may be dead now), and the few readers left of such a value (one may be its only reader now)
+        self.nearby: dict[Node, None] = {}
+        # initializers added, given another tensor, or left with a reader less
+        self.values: dict[Value, None] = {}
 
     def take(self) -> list[Node]:
-        """The nodes recorded since the last call, in first-change order; the log starts empty again."""
+        """The nodes recorded since the last call (`nodes`), in first-change order; the log starts empty again
+        (`nearby` included)."""
         out = list(self.nodes)
         self.nodes.clear()
+        self.nearby.clear()
+        self.values.clear()
         return out
 
     def __len__(self) -> int:
@@ -84,6 +92,34 @@ def _log_node(m: Model, node: Node) -> None:
         lg = r()
         if lg is not None:
             lg.nodes[node] = None
+
+
+def _log_value(m: Model, v: Value) -> None:
+    for r in m._logs:
+        lg = r()
+        if lg is not None:
+            lg.values[v] = None
+
+
+# a value left with more readers than this does not log them when it loses one (a shared constant read by every
+# layer): no pattern over its readers depends on how many there are beyond a handful
+_NEARBY_FANOUT = 4
+
+
+def _lost_use(m: Model, v: Value) -> None:
+    """Log the neighbourhood of `v`, which just lost a reader (see ChangeLog.nearby)."""
+    p = v.producer
+    few = len(v._uses) <= _NEARBY_FANOUT
+    for r in m._logs:
+        lg = r()
+        if lg is not None:
+            if p is not None:
+                lg.nearby[p] = None
+            elif v._const is not None:
+                lg.values[v] = None
+            if few:
+                for u, _ in v._uses:
+                    lg.nearby[u] = None
 
 
 class Journal:
@@ -703,6 +739,11 @@ class Node:
                 value._uses[(self, index)] = None
         ins[index] = value
         self._touch()
+        if old is not None and self._registered:
+            g = self.graph
+            m = g.model if g is not None else None
+            if m is not None and m._logs:
+                _lost_use(m, old)
         self._journal_add(lambda: self.replace_input_with(index, old))
 
     def set_inputs(self, values: Sequence[Value | None]) -> None:
@@ -714,6 +755,12 @@ class Node:
         if was:
             self._register_uses()
         self._touch()
+        g = self.graph
+        m = g.model if g is not None else None
+        if was and m is not None and m._logs:
+            for v in old:
+                if v is not None:
+                    _lost_use(m, v)
 
         def undo() -> None:
             self.set_inputs(old)
@@ -1016,6 +1063,12 @@ class Graph:
                     t.removed += 1
             if m._logs:
                 _log_node(m, node)
+                for v in node._inputs:
+                    if v is not None:
+                        _lost_use(m, v)
+                if node._subgraphs:
+                    for v in node.implicit_inputs():
+                        _lost_use(m, v)
 
     def append(self, *nodes: Node) -> None:
         """Append nodes at the end."""
@@ -1146,6 +1199,9 @@ class Graph:
             value._out_graphs = []
         value._out_graphs.append(self)
         self._touch()
+        m = self.model
+        if m is not None and m._logs:
+            _lost_use(m, old)
         self._journal(lambda: self.set_output(index, old))
 
     def append_output(self, value: Value) -> None:
@@ -1230,6 +1286,8 @@ class Graph:
         value._graph = self
         self._initializers[value._name] = value
         self._touch()
+        if m is not None and m._logs:
+            _log_value(m, value)
         self._journal(lambda: self._drop_initializer(value))
         return value
 
@@ -1263,6 +1321,7 @@ class Graph:
         self._touch()
         m = self.model
         if m is not None and m._logs:
+            _log_value(m, value)
             for u, _ in value._uses:  # their inputs' numbers changed under them
                 _log_node(m, u)
         self._journal(lambda: self.set_const(value, old))  # type: ignore[arg-type]

@@ -29,6 +29,10 @@ def _serde():  # noqa: ANN202 - the serde module, imported once (serde imports t
 
 
 _SERDE = None
+# sample_digest: tensors up to this many bytes are hashed whole, bigger ones at _SAMPLES evenly spread slices
+_SAMPLE_ALL = 1 << 16
+_SAMPLES = 64
+_SAMPLE_BYTES = 256
 
 class DataType(enum.IntEnum):
     """ONNX TensorProto.DataType numbers."""
@@ -169,7 +173,8 @@ class Tensor:
     treated as immutable: a pass that needs different numbers makes a new Tensor.
     """
 
-    __slots__ = ("_proto", "_array", "_dtype", "_shape", "_ext", "_digest", "_sparse", "_base", "__weakref__")
+    __slots__ = ("_proto", "_array", "_dtype", "_shape", "_ext", "_digest", "_sparse", "_base", "_sample",
+                 "__weakref__")
 
     def __init__(self) -> None:
         self._proto: Any = None  # a TensorProto (or SparseTensorProto when _sparse) as loaded
@@ -178,6 +183,7 @@ class Tensor:
         self._shape: tuple[int, ...] = ()
         self._ext: ExternalRef | None = None
         self._digest: bytes | None = None
+        self._sample: bytes | None = None
         self._sparse = False
         self._base: str | None = None  # folder that external data locations are relative to
 
@@ -292,6 +298,48 @@ class Tensor:
                     h.update(np.ascontiguousarray(arr).tobytes())
             self._digest = h.digest()
         return self._digest
+
+    def content(self) -> Any:
+        """The dense contents as bytes-like (little-endian, as raw_data holds them), or a numpy object array for
+        strings; not cached (a loaded tensor's numbers are not kept decoded for this)."""
+        self._header()
+        if self._array is not None:
+            arr = self._array
+        elif self._proto is not None and not self._sparse and self._ext is None:
+            raw = self._proto.raw_data
+            if raw:
+                return raw
+            arr = self.numpy()
+        else:
+            arr = self.numpy()
+        if arr.dtype == object:
+            return arr
+        return memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+
+    def sample_digest(self) -> bytes:
+        """A hash of dtype, shape and a few evenly spread slices of the contents (all of them when small); cached.
+        Equal tensors have equal sample digests; tensors that differ almost always differ here too, and for a big
+        tensor this reads a few KiB instead of all of it (external data is memory-mapped: only those pages)."""
+        s = getattr(self, "_sample", None)
+        if s is None:
+            h = hashlib.blake2b(digest_size=16)
+            h.update(repr((self.dtype, self.shape, self._sparse)).encode())
+            data = self.content()
+            if isinstance(data, np.ndarray):  # strings
+                for x in data.flat:
+                    h.update(x if isinstance(x, bytes) else str(x).encode())
+                    h.update(b"\0")
+            else:
+                n = len(data)
+                if n <= _SAMPLE_ALL:
+                    h.update(data)
+                else:
+                    step = n // _SAMPLES
+                    for i in range(_SAMPLES):
+                        h.update(data[i * step:i * step + _SAMPLE_BYTES])
+                    h.update(data[n - _SAMPLE_BYTES:])
+            s = self._sample = h.digest()
+        return s
 
     def __repr__(self) -> str:
         where = " external" if self.is_external else ""

@@ -68,6 +68,9 @@ class JitContext:
         # breadcrumbs a pass may leave so that its failure names the node and the step
         self.current_node: Node | None = None
         self.current_step: str | None = None
+        # set by the PassManager while a pass runs: what changed since that pass last ran (jit.manager.Changes);
+        # None means "look at everything"
+        self.changes: Any = None
         self.meta: dict[str, Any] = {}
 
     # -- running -----------------------------------------------------------------------------------------------

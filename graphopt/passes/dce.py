@@ -19,6 +19,11 @@ Liveness is decided in one reverse walk per graph: a node is visited after every
 read it, and a node that owns subgraphs is cleaned inside before it is decided on. When a removal leaves a producer
 unread, the producer is removed at once through a worklist, so the result does not depend on the walk order and
 nothing is ever swept twice: the work is linear in the size of the model.
+
+In a later run of the pipeline (the pass manager says what changed since this pass last ran: ``ctx.changes``) only
+the nodes and initializers next to a change are looked at: a node becomes dead only when its last reader goes, and
+the IR names the producer of every value that loses a reader. Functions and opset imports are looked at again only
+when nodes went and the model has functions or imports beyond the default domain.
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ class DeadCodeElimination(Pass):
     presets: ClassVar[frozenset[str]] = frozenset({"O1", "O2", "O3"})
 
     def run(self, model: Model, ctx: Any) -> PassResult:
+        changes = getattr(ctx, "changes", None)
+        if changes is not None and not changes.full:
+            return self._run_changed(model, ctx, changes)
         ctx.current_step = "nodes"
         nodes = _Sweeper(ctx).sweep(model.graph)
         ctx.current_node = None
@@ -77,6 +85,28 @@ class DeadCodeElimination(Pass):
         return PassResult.of(nodes_removed=nodes, initializers_removed=inits, inputs_removed=inputs,
                              value_info_removed=vis, functions_removed=funcs, opsets_removed=opsets)
 
+    def _run_changed(self, model: Model, ctx: Any, changes: Any) -> PassResult:
+        """Only what the changes since the last run can have made dead (see the module docs)."""
+        ctx.current_step = "nodes"
+        sw = _Sweeper(ctx)
+        went = False
+        for n in changes.nodes:
+            if not attached(n):
+                went = True  # removed since: its domain may be unused now
+                continue
+            if sw._try_remove(n):
+                sw._drain()
+        ctx.current_node = None
+        ctx.current_step = "initializers"
+        inits, inputs = _drop_initializers(model, [*changes.values, *sw.read_inits])
+        funcs = opsets = 0
+        if (went or sw.removed) and (model.functions or any(d not in ("", "ai.onnx") for d in model.opset_imports)):
+            ctx.current_step = "functions and opsets"
+            funcs, opsets = _drop_functions_and_opsets(model)
+        ctx.current_step = None
+        return PassResult.of(nodes_removed=sw.removed, initializers_removed=inits, inputs_removed=inputs,
+                             functions_removed=funcs, opsets_removed=opsets)
+
 
 class _Sweeper:
     """The node part of DCE: a reverse walk per graph plus a worklist of producers that removals left unread."""
@@ -85,6 +115,7 @@ class _Sweeper:
         self.ctx = ctx
         self.removed = 0
         self.work: list[Node] = []
+        self.read_inits: list[Any] = []  # initializers the removed nodes read (they may be unused now)
 
     def sweep(self, graph: Graph) -> int:
         self._graph(graph)
@@ -125,8 +156,11 @@ class _Sweeper:
         self.removed += 1
         for v in read:
             p = v.producer
-            if p is not None and not v.is_used():
-                self.work.append(p)
+            if p is not None:
+                if not v.is_used():
+                    self.work.append(p)
+            elif v._const is not None:
+                self.read_inits.append(v)
         return True
 
     def _drain(self) -> None:
@@ -137,13 +171,27 @@ class _Sweeper:
                 self._try_remove(p)
 
 
-def _drop_initializers(model: Model) -> tuple[int, int]:
-    """Remove unread initializers in every graph; returns (initializers removed, graph inputs removed)."""
+def _drop_initializers(model: Model, only: Any = None) -> tuple[int, int]:
+    """Remove unread initializers in every graph (or among `only`); returns (initializers removed, graph inputs
+    removed)."""
     n_inits = n_inputs = 0
-    for g in model.graph.all_graphs():
+    if only is None:
+        groups = [(g, [v for v in g.initializers.values() if not v.is_used()]) for g in model.graph.all_graphs()]
+    else:
+        by_graph: dict[Graph, dict[Any, None]] = {}
+        for v in only:
+            g = v._graph
+            if g is None or v.is_used() or g._initializers.get(v._name) is not v:
+                continue
+            if g is not model.graph and (g.owner is None or not attached(g.owner)):
+                continue  # a graph that left the model
+            by_graph.setdefault(g, {})[v] = None
+        groups = [(g, list(vs)) for g, vs in by_graph.items()]
+    for g, dead in groups:
+        if not dead:
+            continue
         inputs = g.inputs
-        input_set = set(inputs) if g.initializers else set()
-        dead = [v for v in g.initializers.values() if not v.is_used()]
+        input_set = set(inputs)
         for v in dead:
             if v in input_set:
                 # IR>=4: an initializer listed as an input is an overridable default (interface). IR<4: every

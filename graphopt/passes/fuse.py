@@ -2,6 +2,10 @@
 
 At -O2 it runs the portable rules (standard ONNX ops, exact math); the O3 preset sets ``level = "aggressive"``,
 which adds the runtime-specific rules (onnxruntime contrib ops). ``rules`` / ``skip-rules`` pick rules by name.
+
+In a later run of the pipeline (``ctx.changes``) the driver's worklist starts from the changed nodes and the nodes
+below them as deep as the rules' patterns reach (see :func:`~graphopt.rewrite.driver.change_seeds`), not from every
+node of the model.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError
 from ..ir.core import Model
-from ..rewrite.driver import DEFAULT_MAX_REWRITES, rewrite_model
+from ..rewrite.driver import DEFAULT_MAX_REWRITES, change_seeds, rewrite_model
 from ..rewrite.rule import LEVELS, Rule
 from .base import Pass, PassResult, option
 
@@ -30,6 +34,7 @@ class Fuse(Pass):
     kind: ClassVar[str] = "fusion"
     summary: ClassVar[str] = "fuse op sequences (Conv+BN, MatMul+Add, LayerNorm, Gelu, ...) with rewrite rules"
     presets: ClassVar[frozenset[str]] = frozenset({"O2", "O3"})
+    uses_symbols: ClassVar[bool] = True
     # options a preset implies (graphopt.pipeline applies them before the user's own)
     preset_options: ClassVar[dict[str, dict[str, Any]]] = {"O3": {"level": "aggressive"}}
 
@@ -63,7 +68,13 @@ class Fuse(Pass):
 
     def run(self, model: Model, ctx: JitContext) -> PassResult:
         rules = self.selected_rules(ctx)
-        st = rewrite_model(model, rules, jit=ctx, max_rewrites=self.max_rewrites)
+        seeds = None
+        changes = getattr(ctx, "changes", None)
+        if changes is not None and not changes.full:
+            seeds = change_seeds(changes, rules)
+            if seeds is not None and not seeds:
+                return PassResult(changed=False)
+        st = rewrite_model(model, rules, jit=ctx, max_rewrites=self.max_rewrites, seeds=seeds)
         stats: dict[str, int] = {"rewrites": st.rewrites} if st.rewrites else {}
         stats.update(sorted(st.fired.items()))
         if st.cap_hit:

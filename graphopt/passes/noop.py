@@ -20,6 +20,10 @@ output names), then the node is removed once nothing reads it. Cases:
 
 An Identity whose output is a graph output that its input cannot take over (a graph input, an outer value, a value
 that is already an output) is left alone: removing it would make the IR re-create it.
+
+Every case decides from the node, its inputs and their producers (up to a chain of reshape-like ops) and inferred
+shapes. In a later run of the pipeline (``ctx.changes``: what changed since this pass last ran) only the changed
+nodes, the readers of their outputs, and the reshape-like chains below those are looked at, in graph order.
 """
 
 from __future__ import annotations
@@ -57,14 +61,20 @@ class EliminateNoops(Pass):
     summary: ClassVar[str] = "remove ops that return their input unchanged; collapse Transpose/Reshape/Cast chains"
     presets: ClassVar[frozenset[str]] = frozenset({"O1", "O2", "O3"})
 
+    uses_symbols: ClassVar[bool] = True
+
     def run(self, model: Model, ctx: JitContext) -> PassResult:
         counts: collections.Counter[str] = collections.Counter()
+        changes = getattr(ctx, "changes", None)
+        only = None if changes is None or changes.full else _candidates(changes)
+        if only is not None and not only:
+            return PassResult.of()
         for g in list(model.graph.all_graphs()):
             for n in g:  # topological order: a chain's head is simplified before its tail looks at it
                 if n.domain not in ("", "ai.onnx"):
                     continue
                 cases = _CASES.get(n.op_type)
-                if not cases:
+                if not cases or (only is not None and n not in only):
                     continue
                 ctx.current_node = n
                 for _ in range(_RETRIES):
@@ -80,6 +90,23 @@ class EliminateNoops(Pass):
                         break
         ctx.current_node = None
         return PassResult.of(**counts)
+
+
+def _candidates(changes: Any) -> dict[Node, None]:
+    """The nodes a case may newly apply to after `changes`: the changed nodes, the readers of their outputs, and
+    the reshape-like readers below those, as deep as reshape_back looks."""
+    out = changes.frontier()
+    work = [(n, 0) for n in out if n.op_type in _RESHAPE_LIKE]
+    while work:
+        n, d = work.pop()
+        if d >= _CHAIN_DEPTH:
+            continue
+        for v in n._outputs:
+            for u, _ in v._uses:
+                if u.op_type in _RESHAPE_LIKE and u not in out:
+                    out[u] = None
+                    work.append((u, d + 1))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ class SimplifyShapes(Pass):
     summary: ClassVar[str] = ("fold shape computations known from symbolic shapes; Reshape targets built from "
                               "Shape ops become constants with 0/-1 where exact")
     presets: ClassVar[frozenset[str]] = frozenset({"O2", "O3"})
+    uses_symbols: ClassVar[bool] = True
 
     max_const_elements: int = option(1024, "largest shape value (elements) folded into a new constant")
     reshape: bool = option(True, "rewrite partly symbolic Reshape targets to constants with 0 and -1")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..ir.builder import Builder
 from ..ir.core import Model, Node, Value
-from .pattern import Fail, Match, describe, describe_value
+from .pattern import AnyOf, Const, Fail, Match, Opt, Pat, Var, describe, describe_value
 from .rule import RewriteContext, Rule
 
 if TYPE_CHECKING:
@@ -154,12 +154,77 @@ def active_rules(model: Model, rules: Sequence[Rule], stats: DriverStats | None 
     return out
 
 
+def pattern_depth(p: Any) -> int | None:
+    """How many node levels above the root a pattern reaches (a constant may be a Constant node: one level), or
+    None for a pattern kind this does not know."""
+    if isinstance(p, Pat):
+        return 1 + max((pattern_depth(x) or 0 for x in p.inputs if x is not None), default=0) if all(
+            x is None or pattern_depth(x) is not None for x in p.inputs) else None
+    if isinstance(p, Const):
+        return 1
+    if isinstance(p, Var):
+        return 0
+    if isinstance(p, Opt):
+        return pattern_depth(p.pattern)
+    if isinstance(p, AnyOf):
+        ds = [pattern_depth(a) for a in p.alternatives]
+        return None if any(d is None for d in ds) else max(ds)  # type: ignore[type-var]
+    return None
+
+
+def rule_depth(rule: Rule) -> int | None:
+    """How many levels above its root a rule looks: its pattern's depth, or the ``depth`` a rule with its own
+    matcher declares; None when unknown."""
+    d = getattr(rule, "depth", None)
+    if d is not None:
+        return int(d)
+    if type(rule).match is not Rule.match or rule.pattern is None:
+        return None
+    return pattern_depth(rule.pattern)
+
+
+# checks may also read the producers of a pattern's leaves (a weight's ConstantOfShape, a shape's source)
+_CHECK_MARGIN = 2
+
+
+def change_seeds(changes: Any, rules: Sequence[Rule]) -> dict[Node, None] | None:
+    """The nodes a rule may newly match at after `changes` (a :class:`~graphopt.jit.manager.Changes` that is not
+    full): every changed node and the nodes below it, as many levels down as the deepest rule looks up (plus a
+    margin for checks). None when some rule's depth is unknown (then every node is a candidate)."""
+    depth = 0
+    for r in rules:
+        d = rule_depth(r)
+        if d is None:
+            return None
+        depth = max(depth, d)
+    depth += _CHECK_MARGIN
+    out: dict[Node, None] = {}
+    level: list[Node] = []
+    for n in changes.alive():
+        if n not in out:
+            out[n] = None
+            level.append(n)
+    for _ in range(depth):
+        nxt: list[Node] = []
+        for n in level:
+            for v in n._outputs:
+                for u, _ in v._uses:
+                    if u not in out:
+                        out[u] = None
+                        nxt.append(u)
+        if not nxt:
+            break
+        level = nxt
+    return out
+
+
 def rewrite_model(model: Model, rules: Sequence[Rule], *, jit: JitContext | None = None,
                   max_rewrites: int = DEFAULT_MAX_REWRITES, observer: Observer | None = None,
-                  dry_run: bool = False) -> DriverStats:
+                  dry_run: bool = False, seeds: dict[Node, None] | None = None) -> DriverStats:
     """Apply `rules` to the whole model (subgraphs included) with a worklist, until nothing fires.
 
-    With `dry_run`, every candidate is matched and checked (and reported to `observer`) but nothing changes.
+    With `dry_run`, every candidate is matched and checked (and reported to `observer`) but nothing changes. With
+    `seeds`, the worklist starts from those nodes only (in graph order), not from every node.
     """
     stats = DriverStats()
     ctx = RewriteContext(model, jit, want_reasons=observer is not None)
@@ -179,7 +244,8 @@ def rewrite_model(model: Model, rules: Sequence[Rule], *, jit: JitContext | None
 
     for g in model.graph.all_graphs():
         for n in g:
-            push(n)
+            if seeds is None or n in seeds:
+                push(n)
     while queue:
         node = queue.popleft()
         del queued[node]

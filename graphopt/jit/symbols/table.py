@@ -101,6 +101,7 @@ class SymbolTable:
         self._done: set[Node] = set()  # main-graph nodes whose outputs (and subgraphs' values) are current
         self._gray: set[Node] = set()  # nodes being computed (their inputs first): a cycle stops here
         self._stale: list[Node] = []  # done nodes whose inputs changed, to recompute before the next answer
+        self._changed_facts: dict[Node, None] = {}  # nodes whose outputs' facts changed when inferred again
         self._onnx_cache: dict[Node, Any] = {}
         self._onnx_nodes = 0
         self._functions: dict[tuple[str, str], Any] | None = None
@@ -161,6 +162,28 @@ class SymbolTable:
             self.seed(model)
         else:
             self._sync()
+
+    def complete(self, model: Model) -> None:
+        """:meth:`ensure`, then infer every value not inferred yet, so that every answer holds the closure of all
+        the unifications the graph forces (as after :meth:`infer`), not only of those met so far."""
+        self.ensure(model)
+        done = self._done
+        for n in model.graph:
+            if n not in done:
+                self._pull(n)
+
+    @property
+    def epoch(self) -> int:
+        """Grows with every unification: an answer given before may be more precise now anywhere (canonical forms
+        changed), not only around the nodes that changed."""
+        return len(self._unions)
+
+    def take_changed(self) -> list[Node]:
+        """The nodes whose inferred facts changed (inferred again after an edit, with another result) since the
+        last call."""
+        out = list(self._changed_facts)
+        self._changed_facts.clear()
+        return out
 
     def shape_of(self, value: Value) -> SymbolicShape | None:
         """The symbolic shape of `value`, or None when the table knows nothing of it (a value of another model)."""
@@ -526,6 +549,7 @@ class SymbolTable:
         for v, (sh, val, dt) in zip(outs, old):
             if sh == self._shape.get(v) and val == self._val.get(v) and dt == self._dtype.get(v):
                 continue
+            self._changed_facts[n] = None
             for u, _ in v._uses:
                 r = u if u.graph is n.graph else self._root(u)
                 if r is not None and r in done:

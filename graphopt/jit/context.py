@@ -74,12 +74,15 @@ class JitContext:
         self.meta: dict[str, Any] = {}
 
     # -- running -----------------------------------------------------------------------------------------------
-    def run_pipeline(self, model: Model, *, on_pass: Any = None, passes: list[Any] | None = None) -> Any:
-        """Run the configured pipeline (or `passes`) on `model` to a fixed point; returns the PipelineRecord."""
+    def run_pipeline(self, model: Model, *, on_pass: Any = None, passes: list[Any] | None = None,
+                     incremental: bool = True) -> Any:
+        """Run the configured pipeline (or `passes`) on `model` to a fixed point; returns the PipelineRecord.
+        `incremental=False` makes every pass look at the whole model in every round (for comparison)."""
         from .manager import PassManager
 
         pm = PassManager(self, self.pipeline if passes is None else passes, max_rounds=self.config.max_rounds,
-                         strict=self.config.strict, verify_each=self.config.verify_each, on_pass=on_pass)
+                         strict=self.config.strict, verify_each=self.config.verify_each, on_pass=on_pass,
+                         incremental=incremental)
         return pm.run(model)
 
     def step(self, name: str) -> InitStep | None:

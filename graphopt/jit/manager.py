@@ -215,7 +215,7 @@ class PassManager:
 
     def __init__(self, ctx: JitContext, passes: Sequence[Pass], *, max_rounds: int = 8, strict: bool = False,
                  verify_each: bool = False, on_pass: Callable[[str, int], None] | None = None,
-                 fixed_point: bool = True):
+                 fixed_point: bool = True, incremental: bool = True):
         self.ctx = ctx
         self.passes = list(passes)
         self.fixed_point = fixed_point  # False: one round, by request (no "did not converge" warning)
@@ -223,6 +223,8 @@ class PassManager:
         self.strict = strict
         self.verify_each = verify_each
         self.on_pass = on_pass
+        # False: every pass looks at the whole model in every round (what incremental runs must equal; tests)
+        self.incremental = incremental
 
     def run(self, model: Model) -> PipelineRecord:
         rec = PipelineRecord(nodes_before=model.num_nodes())
@@ -262,7 +264,7 @@ class PassManager:
                     if self.on_pass is not None:
                         self.on_pass(p.name, rnd)
                     ctx.changes = self._pending[p.name]
-                    self._pending[p.name] = Changes(full=False)
+                    self._pending[p.name] = Changes(full=not self.incremental)
                     try:
                         r = self._run_one(p, model, rnd)
                     finally:

@@ -693,15 +693,20 @@ class SymbolTable:
             fn_proto = self._function(dom, n.op_type)
             if fn_proto is None:
                 return None
-        from ...ir.serde import node_to_proto, tensor_to_proto
+        from ...ir.serde import node_to_proto, tensor_to_proto, type_to_proto
 
         names: dict[str, SymExpr] = {}  # opaque dim name -> our expression
         params: dict[SymExpr, str] = {}
 
         def type_bytes(v: Value) -> Any:
             tp = onnx.TypeProto()
-            tt = tp.tensor_type
             dt = self._dt(v)
+            if dt is None:
+                decl = v.type
+                if decl is not None and not isinstance(decl, TensorType):
+                    type_to_proto(decl, tp)  # a sequence, optional or map: as declared
+                    return tp
+            tt = tp.tensor_type
             tt.elem_type = int(dt or 0)
             dims = self._s(v)
             if dims is not None:

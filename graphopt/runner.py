@@ -8,6 +8,7 @@ what ``graphopt optimize`` and ``graphopt check`` run per model (in worker proce
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -87,6 +88,9 @@ def execute(job: Job, on_step: StepFn | None = None, *, raise_on_error: bool = F
     `raise_on_error` the GraphoptError is raised instead (foreign errors translated first)."""
     out_name = None if job.output is None else ("<stdout>" if job.output == "-" else job.output)
     out = Outcome(ModelReport(input=job.display_name, output=out_name))
+    # the cyclic collector would rescan the big, long-lived model again and again during the run (see jit.manager)
+    gc_was = gc.isenabled()
+    gc.disable()
     try:
         _run(job, out, on_step or (lambda _m: None))
     except KeyboardInterrupt:
@@ -105,6 +109,9 @@ def execute(job: Job, on_step: StepFn | None = None, *, raise_on_error: bool = F
         err.__cause__ = e
         out.error = err
         set_error(out.report, err, job.debug, cause=e)
+    finally:
+        if gc_was:
+            gc.enable()
     if raise_on_error and out.error is not None:
         raise out.error
     return out

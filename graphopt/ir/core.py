@@ -976,7 +976,17 @@ class Graph:
         return None if n is self._head else n
 
     def all_graphs(self) -> Iterator[Graph]:
-        """This graph and every nested subgraph, outer before inner."""
+        """This graph and every nested subgraph, outer before inner. (The main graph's list is remembered until
+        the model changes: finding subgraphs means looking at every node.)"""
+        m = self.model
+        if m is not None and m.graph is self:
+            c = m._graphs_cache
+            if c is None or c[0] != m.mutations:
+                c = m._graphs_cache = (m.mutations, list(self._all_graphs()))
+            return iter(c[1])
+        return self._all_graphs()
+
+    def _all_graphs(self) -> Iterator[Graph]:
         stack = [self]
         while stack:
             g = stack.pop()
@@ -1489,6 +1499,7 @@ class Model:
         self._journal: Journal | None = None
         self._track: ChangeTracker | None = None
         self._logs: list[weakref.ref[ChangeLog]] = []
+        self._graphs_cache: tuple[int, list[Graph]] | None = None
         self._names: set[str] | None = None
         self._name_counters: dict[str, int] = {}
         self._fresh: set[str] = set()

@@ -187,6 +187,10 @@ class _Writer:
 
     # -- graphs ------------------------------------------------------------------------------------------------
     def graph_bytes(self, g: Graph) -> bytes:
+        return b"".join(self.graph_parts(g))
+
+    def graph_parts(self, g: Graph) -> list[bytes]:
+        """The serialized graph as pieces to concatenate (a big model is never joined into one more copy)."""
         parts: list[bytes] = []
         add = parts.append
         tmpl = g._template
@@ -235,9 +239,12 @@ class _Writer:
         add(t_quant)
         parts.extend(sparse)
         add(t_rest)
-        return b"".join(parts)
+        return parts
 
     def model_bytes(self, model: Model) -> bytes:
+        return b"".join(self.model_parts(model))
+
+    def model_parts(self, model: Model) -> list[bytes]:
         mp = onnx.ModelProto()
         if model._template is not None:
             mp.CopyFrom(model._template)
@@ -257,7 +264,8 @@ class _Writer:
         # fields in field-number order (ir_version..doc_string, graph, opset_import, metadata.., functions, the
         # rest), as protobuf writes them: a model nothing changed comes out byte for byte
         t_head, t_mid, t_rest = _template_parts(mp, _MODEL_RANGES)
-        parts = [t_head, _field(_T_GRAPH, self.graph_bytes(model.graph))]
+        gparts = self.graph_parts(model.graph)
+        parts = [t_head, _T_GRAPH, _varint(sum(len(x) for x in gparts)), *gparts]
         orig = model.meta.get("opset_protos") or {}
         for d, ver in model.opset_imports.items():
             o = orig.get(d)
@@ -270,7 +278,7 @@ class _Writer:
         for f in model.functions:
             parts.append(_field(_T_FUNCTION, f.SerializeToString()))
         parts.append(t_rest)
-        return b"".join(parts)
+        return parts
 
 
 # Field-number ranges of the fields a template keeps, between the lists the writer frames itself: GraphProto
@@ -336,14 +344,46 @@ def node_to_proto(n: Node) -> onnx.NodeProto:
 
 def serialize(model: Model, plan: ExtPlan | None = None) -> bytes:
     """The serialized model. External tensors keep their references unless `plan` says otherwise."""
+    return b"".join(serialize_parts(model, plan))
+
+
+def serialize_parts(model: Model, plan: ExtPlan | None = None) -> list[bytes]:
+    """The serialized model in pieces to write one after the other (no copy of the whole)."""
     ext_nodes = model.meta.get("ext_attr_nodes") if plan else None
     gc_was = gc.isenabled()
     gc.disable()  # nothing here makes cyclic garbage; spare the big model's objects from GC rescans
     try:
-        return _Writer(plan, set(ext_nodes) if ext_nodes else None).model_bytes(model)
+        return _Writer(plan, set(ext_nodes) if ext_nodes else None).model_parts(model)
     finally:
         if gc_was:
             gc.enable()
+
+
+def unchanged(model: Model) -> bool:
+    """Whether nothing was edited since the model was loaded: no IR mutation (nodes, edges, names, types,
+    initializers, value_info, opsets, functions) and the model's own fields as loaded."""
+    tmpl = model._template
+    return (model.mutations == 0 and tmpl is not None and not model.graph._dirty
+            and model.graph._template is not None and tmpl.ir_version == model.ir_version
+            and model._orig_fields == _model_fields(model))
+
+
+def _source_bytes(model: Model) -> bytes | None:
+    """The file the model was loaded from, when the model is unchanged since, has no external data, and the file
+    is still what was loaded (same size, modification time and inode); else None."""
+    src = model.source_path
+    st0 = model.meta.get("source_stat")
+    if src is None or st0 is None or model.meta.get("has_external", True) or not unchanged(model):
+        return None
+    try:
+        st = os.stat(src)
+        if (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev) != tuple(st0):
+            return None
+        with open(src, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data if len(data) == st0[0] else None
 
 
 def to_proto(model: Model) -> onnx.ModelProto:
@@ -494,14 +534,17 @@ def save(model: Model, path: str | os.PathLike[str], *, in_place_ok: bool = Fals
         if ext or big:
             plan = _write_external(model, ext, big, path, target_dir, in_place_ok, external_location, info,
                                    tmp_files)
-        data = serialize(model, plan)
+        # a model nothing changed is the file it came from, byte for byte, whatever order its fields were in
+        src = None if plan else _source_bytes(model)
+        parts = [src] if src is not None else serialize_parts(model, plan)
         fd, tmp = tempfile.mkstemp(prefix=".graphopt-", suffix=".tmp", dir=target_dir)
         tmp_files.append((tmp, path))
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            f.writelines(parts)
             f.flush()
             os.fsync(f.fileno())
-        info.bytes_written += len(data)
+        info.bytes_written += sum(len(x) for x in parts)
+        del parts
         _commit(tmp_files, 0o666 & ~_umask())
     except OSError as e:
         raise _output_error(e, path) from e

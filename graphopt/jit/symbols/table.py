@@ -514,6 +514,16 @@ class SymbolTable:
         depth-first walk (graphs are deep), each node once. A cycle (an invalid graph) is cut where it closes: the
         node there is computed with what is known of its inputs."""
         done = self._done
+        if not root._subgraphs:
+            for v in root._inputs:
+                if v is not None:
+                    p = v.producer
+                    if p is not None and p not in done:
+                        break
+            else:  # the common case (a walk in graph order, an edit of one node): its inputs are current
+                self._compute(root)
+                done.add(root)
+                return
         gray = self._gray
         stack: list[tuple[Node, bool]] = [(root, False)]
         while stack:
@@ -529,25 +539,35 @@ class SymbolTable:
                 continue
             gray.add(n)
             stack.append((n, True))
-            for p in self._deps(n):
-                if p not in done and p not in gray:
-                    stack.append((p, False))
+            for v in n._inputs:
+                if v is not None:
+                    p = v.producer
+                    if p is not None and p not in done and p not in gray:
+                        stack.append((p, False))
+            if n._subgraphs:
+                for p in self._deps(n):
+                    if p not in done and p not in gray:
+                        stack.append((p, False))
 
     def _compute(self, n: Node) -> None:
         """Infer the outputs of main-graph node `n` (and every value of its subgraphs). When a result differs
         from what was known before, the readers that were current become stale."""
         outs = n._outputs
+        shape = self._shape
         old = None
-        if n in self._onnx_cache or any(v in self._shape for v in outs):
-            old = [(self._shape.get(v), self._val.get(v), self._dtype.get(v)) for v in outs]
-            self._onnx_cache.pop(n, None)
-            self._recomputed += 1
+        for v in outs:
+            if v in shape:
+                val, dtm = self._val, self._dtype
+                old = [(shape.get(v), val.get(v), dtm.get(v)) for v in outs]
+                self._recomputed += 1
+                break
+        self._onnx_cache.pop(n, None)
         self._eval(n)
         if old is None:
             return
         done = self._done
         for v, (sh, val, dt) in zip(outs, old):
-            if sh == self._shape.get(v) and val == self._val.get(v) and dt == self._dtype.get(v):
+            if sh == shape.get(v) and val == self._val.get(v) and dt == self._dtype.get(v):
                 continue
             self._changed_facts[n] = None
             for u, _ in v._uses:

@@ -95,22 +95,30 @@ INT_TYPES = frozenset({
 })
 
 
+_BITS_INT = {int(k): v for k, v in _BITS.items()}
+
+
 def bits_of(dtype: int) -> int:
     """Bits per element of an ONNX data type (0 when unknown or variable, as for strings)."""
-    try:
-        return _BITS.get(DataType(dtype), 0)
-    except ValueError:
-        return 0
+    return _BITS_INT.get(dtype, 0)
+
+
+_NP_DTYPES: dict[int, np.dtype] = {}
 
 
 def numpy_dtype(dtype: int) -> np.dtype:
     """The numpy dtype that holds an ONNX data type (ml_dtypes types for bfloat16, float8, int4...)."""
+    got = _NP_DTYPES.get(dtype)
+    if got is not None:
+        return got
     try:
-        return np.dtype(_NP_OF[DataType(dtype)])
+        got = np.dtype(_NP_OF[DataType(dtype)])
     except (KeyError, ValueError):
         serde = _serde()
 
-        return serde.numpy_dtype_of(dtype)
+        got = serde.numpy_dtype_of(dtype)
+    _NP_DTYPES[int(dtype)] = got
+    return got
 
 
 def dtype_of_numpy(dt: np.dtype) -> int:
@@ -316,29 +324,27 @@ class Tensor:
             return arr
         return memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
 
-    def sample_digest(self) -> bytes:
+    def sample_digest(self) -> Any:
         """A hash of dtype, shape and a few evenly spread slices of the contents (all of them when small); cached.
-        Equal tensors have equal sample digests; tensors that differ almost always differ here too, and for a big
-        tensor this reads a few KiB instead of all of it (external data is memory-mapped: only those pages)."""
+        Equal tensors have equal sample digests; tensors that differ almost always differ here too (compare the
+        bytes to be sure), and for a big tensor this reads a few KiB instead of all of it (external data is
+        memory-mapped: only those pages). A key for this process's dicts, not stable across runs."""
         s = getattr(self, "_sample", None)
         if s is None:
-            h = hashlib.blake2b(digest_size=16)
-            h.update(repr((self.dtype, self.shape, self._sparse)).encode())
+            head = (self.dtype, self.shape, self._sparse)
             data = self.content()
             if isinstance(data, np.ndarray):  # strings
-                for x in data.flat:
-                    h.update(x if isinstance(x, bytes) else str(x).encode())
-                    h.update(b"\0")
+                s = hash((head, tuple(x if isinstance(x, bytes) else str(x) for x in data.flat)))
             else:
                 n = len(data)
                 if n <= _SAMPLE_ALL:
-                    h.update(data)
+                    s = hash((head, bytes(data)))
                 else:
                     step = n // _SAMPLES
-                    for i in range(_SAMPLES):
-                        h.update(data[i * step:i * step + _SAMPLE_BYTES])
-                    h.update(data[n - _SAMPLE_BYTES:])
-            s = self._sample = h.digest()
+                    parts = [bytes(data[i * step:i * step + _SAMPLE_BYTES]) for i in range(_SAMPLES)]
+                    parts.append(bytes(data[n - _SAMPLE_BYTES:]))
+                    s = hash((head, b"".join(parts)))
+            self._sample = s
         return s
 
     def __repr__(self) -> str:

@@ -381,6 +381,7 @@ class _Walker:
         self.nodes_merged = 0
         self.inits_merged = 0
         self._exact: dict[Hashable, Value] = {}
+        self._pure: dict[tuple[str, str, str], bool] = {}
 
     def _node_full_key(self, n: Node) -> Hashable | None:
         return self.keys.attrs_key(n)
@@ -461,13 +462,14 @@ class _Walker:
             keys = {(v.const.dtype, v.const.shape, v.const.is_sparse) for v in news}  # type: ignore[union-attr]
             inits = [v for v in inits if v in news or (v.const.dtype, v.const.shape,  # type: ignore[union-attr]
                                                       v.const.is_sparse) in keys]  # type: ignore[union-attr]
-        inputs = set(g.inputs)
+        inputs = set(g._inputs)
+        overridable = g.owner is None and (self.model.ir_version >= 4)
         for v in inits:
-            t = v.const
+            t = v._const
             assert t is not None
-            if not v.is_constant() or (g.owner is not None and v in inputs):
+            if v in inputs and (overridable or g.owner is not None):
                 continue  # an overridable default (IR>=4 input) or positional subgraph plumbing
-            cheap = (t.dtype, t.shape, t.is_sparse)
+            cheap = (t.dtype, t.shape, t._sparse)
             hit = self.tensors.find_or_add(cheap, v)
             if hit is not None and not same_tensor_bytes(hit.const, t):
                 # the same sample, other bytes: tell them apart by their full digests from now on
@@ -499,14 +501,22 @@ class _Walker:
 
     # -- nodes -------------------------------------------------------------------------------------------------
     def _visit(self, n: Node) -> None:
-        outs = n.outputs
+        outs = n._outputs
         if not outs:
             return  # a node with no outputs exists for an effect: keep every one
         op, dom, ov = n.op_type, n.domain, n.overload
-        if not self.purity.op_is_pure(dom, op, ov):
+        pure = self._pure.get((dom, op, ov))
+        if pure is None:
+            pure = self._pure[(dom, op, ov)] = self.purity.op_is_pure(dom, op, ov)
+        if not pure:
             return
-        keys = self.keys
-        cheap = (op, _domain(dom), ov, keys.inputs_key(n, None), keys.outputs_key(n))
+        ins = n._inputs
+        if not ins or (ins[-1] is not None and (len(ins) != 2 or op not in _COMMUTATIVE)):
+            ik: Hashable = tuple(ins)  # the common case of KeyMaker.inputs_key
+        else:
+            ik = self.keys.inputs_key(n, None)
+        ok: Hashable = bool(outs[0]._name) if len(outs) == 1 else tuple(bool(v._name) for v in outs)
+        cheap = (op, _domain(dom), ov, ik, ok)
         first = self.nodes.find_or_add(cheap, n)
         if first is None:
             return

@@ -206,6 +206,11 @@ class _Folder:
         return False
 
     def _visit(self, n: Node) -> None:
+        # Keeps nodes reading a value that is not constant (most nodes: decided first, and cheaply).
+        args, pending = self.args, self.pending
+        for v in n._inputs:
+            if v is not None and v._const is None and v not in args and v not in pending:
+                return
         # Keeps custom-domain ops (their meaning is unknown) and non-deterministic ops.
         if n.domain not in STANDARD_DOMAINS or n.op_type in NONDETERMINISTIC:
             return

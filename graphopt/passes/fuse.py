@@ -3,9 +3,9 @@
 At -O2 it runs the portable rules (standard ONNX ops, exact math); the O3 preset sets ``level = "aggressive"``,
 which adds the runtime-specific rules (onnxruntime contrib ops). ``rules`` / ``skip-rules`` pick rules by name.
 
-In a later run of the pipeline (``ctx.changes``) the driver's worklist starts from the changed nodes and the nodes
-below them as deep as the rules' patterns reach (see :func:`~graphopt.rewrite.driver.change_seeds`), not from every
-node of the model.
+In a later run of the pipeline (``ctx.changes``) each rule is tried first only where a change can have made it match
+(below the changed nodes, through its pattern's op types, as deep as its pattern reaches: see
+:func:`~graphopt.rewrite.driver.change_seeds`), not at every node of the model.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from ..jit.context import JitContext
 
 log = logging.getLogger(__name__)
+
+_SEED_FRACTION = 8
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,10 @@ class Fuse(Pass):
         rules = self.selected_rules(ctx)
         seeds = None
         changes = getattr(ctx, "changes", None)
-        if changes is not None and not changes.full:
+        # where the changes are a good part of the model, finding what they reach costs more than trying everywhere
+        if changes is not None and not changes.full and len(changes.nodes) * _SEED_FRACTION < len(model.graph):
             seeds = change_seeds(changes, rules)
-            if seeds is not None and not seeds:
+            if all(sd is not None and not sd for sd in seeds.values()):
                 return PassResult(changed=False)
         st = rewrite_model(model, rules, jit=ctx, max_rewrites=self.max_rewrites, seeds=seeds)
         stats: dict[str, int] = {"rewrites": st.rewrites} if st.rewrites else {}

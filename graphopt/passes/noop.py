@@ -38,7 +38,7 @@ import numpy as np
 
 from ..ir.constants import constant_value
 from ..ir.core import Node, Value
-from ..ir.tensors import DataType
+from ..ir.tensors import DataType, numpy_dtype
 from .base import Pass, PassResult
 
 if TYPE_CHECKING:
@@ -599,6 +599,28 @@ def _try_split_one(node: Node, ctx: JitContext) -> bool:
 
 
 _NEUTRAL = {"Add": 0, "Sub": 0, "Mul": 1, "Div": 1, "Pow": 1}
+
+
+def _first_is(v: Value, k: int) -> bool:
+    """A cheap necessary condition for `v` to be a small constant all equal to `k`: its first element is `k`
+    (read from the stored bytes; the tensor is not decoded)."""
+    t = constant_value(v)
+    if t is None or t.is_sparse or t.size == 0 or t.size > _MAX_CONST:
+        return False
+    try:
+        dt = numpy_dtype(t.dtype)
+        if dt == object:
+            return False
+        if t.is_loaded:
+            first = np.asarray(t.numpy()).reshape(-1)[0]
+        else:
+            data = t.content()
+            if isinstance(data, np.ndarray):
+                return False
+            first = np.frombuffer(data, dtype=dt.newbyteorder("<"), count=1)[0]
+    except Exception:  # noqa: BLE001 - an unreadable tensor is not a neutral element
+        return False
+    return bool(first == k)
 _COMMUTATIVE = frozenset({"Add", "Mul"})
 
 
@@ -610,6 +632,8 @@ def _try_neutral(node: Node, ctx: JitContext) -> bool:
         return False
     sides = [(a, b)] + ([(b, a)] if op in _COMMUTATIVE else [])
     for x, c in sides:
+        if not _first_is(c, _NEUTRAL[op]):
+            continue  # (most constant operands: a bias, a scale; decided from one element, nothing decoded)
         arr = _const(c)
         # Keeps an op whose other operand is not a small constant of the neutral value (0 - x, 1 / x included).
         if arr is None or arr.dtype == object or arr.size == 0 or not np.all(arr == _NEUTRAL[op]):

@@ -96,6 +96,8 @@ class SymbolTable:
         self._cval: dict[Value, tuple[Any, tuple[SymExpr, ...] | None]] = {}  # initializer -> (tensor, value)
         self._csrc: dict[Value, Any] = {}  # initializer -> the tensor its entries were read from
         self._dtype: dict[Value, int] = {}
+        self._shapes: dict[tuple, SymbolicShape] = {}  # one object per distinct shape (values share most shapes)
+        self._const_shapes: dict[tuple[int, ...], SymbolicShape] = {}
         self._fresh_names: set[str] = set()
         self._fresh_at: dict[tuple[Value, int], SymExpr] = {}  # (value, dim) -> its fresh symbol, kept on recompute
         self._done: set[Node] = set()  # main-graph nodes whose outputs (and subgraphs' values) are current
@@ -916,7 +918,11 @@ class SymbolTable:
                 shape_map[v] = UNKNOWN_RANK
                 val_map.pop(v, None)
             else:
-                shape_map[v] = SymbolicShape(tuple(dims))
+                key = tuple(dims)
+                sh = self._shapes.get(key)
+                if sh is None:
+                    sh = self._shapes[key] = SymbolicShape(key)
+                shape_map[v] = sh
                 if val is not None and len(val) <= self.max_value_len and (
                         (not dims and len(val) == 1) or (len(dims) == 1 and dims[0].c == len(val))):
                     val_map[v] = val
@@ -955,7 +961,10 @@ class SymbolTable:
     def _shape_unwalked(self, v: Value) -> SymbolicShape:
         c = v._const
         if c is not None:
-            sh = SymbolicShape(tuple(SymExpr.const(d) for d in c.shape))
+            cs = c.shape
+            sh = self._const_shapes.get(cs)  # type: ignore[assignment]
+            if sh is None:
+                sh = self._const_shapes[cs] = SymbolicShape(tuple(SymExpr.const(d) for d in cs))
             self._dtype[v] = c.dtype
             self._csrc[v] = c
         else:

@@ -17,7 +17,8 @@ What is measured, all in the same run so that the ratios hold on a loaded machin
   ``graphopt optimize a -o b -O0 --no-validate -q`` and ``... -O2 ...``; wall time, CPU time (user + system) and
   peak RSS of each process (``wait4``), and ``python -c "import onnx; onnx.load(a)"``'s peak RSS (what loading the
   file needs);
-* in-process calls, in a fresh worker process that has imported everything first (imports not timed):
+* in-process calls, in a fresh worker process that has imported everything first (imports not timed, onnxruntime
+  included):
   ``onnx.load`` + ``onnx.save``, and ``graphopt.optimize_file(a, b, preset=..., validate=False)``; wall and CPU
   time, the worker's peak RSS, and for -O2 graphopt's own breakdown (load, symbols, each round of passes, save) from
   a second in-process run;
@@ -126,7 +127,9 @@ def _worker(mode: str, src: str, dst: str) -> None:
     import onnx
 
     import graphopt
+    from graphopt.jit import init as _init
 
+    _init(None)  # imports every module a run uses (registries, translators: onnxruntime), untimed
     C = time.process_time
     W = time.perf_counter
     out: dict[str, Any] = {}

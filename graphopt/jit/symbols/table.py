@@ -89,6 +89,7 @@ class SymbolTable:
         self._const_of: dict[str, int] = {}
         self._redirected: set[str] = set()
         self._canon_cache: dict[SymExpr, SymExpr] = {}
+        self._canon_token = object()  # changes with every unification: canonical forms cached on shapes expire
         self._unions: list[tuple[str, str, str]] = []
         self._conflicts: list[str] = []
         self._shape: dict[Value, SymbolicShape] = {}
@@ -198,7 +199,7 @@ class SymbolTable:
             sh = self._shape_unwalked(value)
         if sh.dims is None or not self._redirected:
             return sh
-        return SymbolicShape(tuple(self.canon(d) for d in sh.dims))
+        return self._canonical(sh)[1]
 
     def value_of(self, value: Value) -> list[SymExpr] | None:
         """The symbolic contents of a scalar or 1-D integer tensor (a shape tensor), or None when unknown."""
@@ -415,6 +416,7 @@ class SymbolTable:
 
     def _changed_classes(self) -> None:
         self._canon_cache.clear()
+        self._canon_token = object()
 
     def _bind(self, s: str, val: int, reason: str) -> bool:
         r = self._find(s)
@@ -523,7 +525,13 @@ class SymbolTable:
                     if p is not None and p not in done:
                         break
             else:  # the common case (a walk in graph order, an edit of one node): its inputs are current
-                self._compute(root)
+                shape = self._shape
+                for v in root._outputs:
+                    if v in shape:
+                        self._compute(root)  # inferred before: compare, and tell the readers
+                        break
+                else:
+                    self._eval(root)
                 done.add(root)
                 return
         gray = self._gray
@@ -892,6 +900,7 @@ class SymbolTable:
         shape_map = self._shape
         val_map = self._val
         dt_map = self._dtype
+        shapes = self._shapes
         i = -1
         for v in n._outputs:
             i += 1
@@ -916,17 +925,18 @@ class SymbolTable:
                 dims = self._merge(dims, odims, v, n)
             if dims is None:
                 shape_map[v] = UNKNOWN_RANK
-                val_map.pop(v, None)
+                if val_map:
+                    val_map.pop(v, None)
             else:
                 key = tuple(dims)
-                sh = self._shapes.get(key)
+                sh = shapes.get(key)
                 if sh is None:
-                    sh = self._shapes[key] = SymbolicShape(key)
+                    sh = shapes[key] = SymbolicShape(key)
                 shape_map[v] = sh
                 if val is not None and len(val) <= self.max_value_len and (
-                        (not dims and len(val) == 1) or (len(dims) == 1 and dims[0].c == len(val))):
+                        (not key and len(val) == 1) or (len(key) == 1 and key[0].c == len(val))):
                     val_map[v] = val
-                else:
+                elif val_map:
                     val_map.pop(v, None)
             if dt is not None:
                 dt_map[v] = dt
@@ -993,8 +1003,18 @@ class SymbolTable:
         dims = sh.dims
         if dims is None or not self._redirected:
             return dims
+        return self._canonical(sh)[0]
+
+    def _canonical(self, sh: SymbolicShape) -> tuple[tuple[SymExpr, ...], SymbolicShape]:
+        """`sh`'s dims in canonical form, and as a shape; remembered on `sh` until the next unification."""
+        cc = sh._cc
+        if cc is not None and cc[0] is self._canon_token:
+            return cc[1], cc[2]
         canon = self.canon
-        return tuple(canon(d) for d in dims)
+        dims = tuple(canon(d) for d in sh.dims)  # type: ignore[union-attr]
+        shape = sh if dims == sh.dims else SymbolicShape(dims)
+        sh._cc = (self._canon_token, dims, shape)
+        return dims, shape
 
     def _v(self, v: Value | None) -> tuple[SymExpr, ...] | None:
         if v is None:

@@ -124,9 +124,16 @@ class _Sweeper:
     def _graph(self, g: Graph) -> None:
         # A snapshot: the worklist may remove nodes we have not reached yet; they are skipped below.
         for n in list(g.reversed()):
-            if not n.is_alive:
+            if n._erased:
                 continue
-            if self._try_remove(n):
+            outs = n._outputs
+            dead = bool(outs)  # a node with no outputs exists only for an effect we cannot see: it stays
+            for v in outs:
+                if v._uses or v._out_graphs:
+                    dead = False  # read: it stays (the common case, decided without a call)
+                    break
+            if dead:
+                self._try_remove(n)
                 self._drain()
                 continue
             subs = n.subgraphs()

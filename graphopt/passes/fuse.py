@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_SEED_FRACTION = 8
-
 
 @dataclass(frozen=True)
 class Fuse(Pass):
@@ -72,8 +70,7 @@ class Fuse(Pass):
         rules = self.selected_rules(ctx)
         seeds = None
         changes = getattr(ctx, "changes", None)
-        # where the changes are a good part of the model, finding what they reach costs more than trying everywhere
-        if changes is not None and not changes.full and len(changes.nodes) * _SEED_FRACTION < len(model.graph):
+        if changes is not None and not changes.full:
             seeds = change_seeds(changes, rules)
             if all(sd is not None and not sd for sd in seeds.values()):
                 return PassResult(changed=False)

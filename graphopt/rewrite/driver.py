@@ -247,7 +247,29 @@ def change_seeds(changes: Any, rules: Sequence[Rule]) -> dict[int, dict[Node, No
     A rule rooted at a node matches nodes of its pattern's op types at most its pattern's depth above it, and its
     checks read one level beyond (a leaf's producer) and along constant chains (see ``_TRACED_OPS``). So from every
     changed node: down the constant chains it starts, one more level down, and then down through nodes of the
-    rule's op types, as deep as its pattern goes; the rule's root op types found on the way are its seeds."""
+    rule's op types, as deep as its pattern goes; the rule's root op types found on the way are its seeds. All rules
+    walk at once (a bit per rule)."""
+    out: dict[int, dict[Node, None] | None] = {}
+    op_mask: dict[str, int] = {}
+    root_mask: dict[str, int] = {}
+    by_depth: dict[int, int] = {}  # depth -> rules of that depth
+    for i, r in enumerate(rules):
+        depth = rule_depth(r)
+        ops = pattern_ops(r.pattern) if depth is not None and r.pattern is not None and \
+            type(r).match is Rule.match else None
+        if depth is None or ops is None:
+            out[i] = None
+            continue
+        out[i] = {}
+        bit = 1 << i
+        for op in ops:
+            op_mask[op] = op_mask.get(op, 0) | bit
+        for op in r.root_ops():
+            root_mask[op] = root_mask.get(op, 0) | bit
+        d = max(depth, 1)
+        by_depth[d] = by_depth.get(d, 0) | bit
+    if not by_depth:
+        return out
     changed = changes.alive()
     near: dict[Node, None] = dict.fromkeys(changed)
     work = [(n, 0) for n in changed if n.op_type in _TRACED_OPS]
@@ -259,44 +281,43 @@ def change_seeds(changes: Any, rules: Sequence[Rule]) -> dict[int, dict[Node, No
                     near[u] = None
                     if u.op_type in _TRACED_OPS and d + 1 < _TRACED_DEPTH:
                         work.append((u, d + 1))
-    for n in list(near):
+    frontier: dict[Node, int] = {}
+    get = op_mask.get
+    for n in near:
+        m = get(n.op_type, 0)
+        if m:
+            frontier[n] = frontier.get(n, 0) | m
         for v in n._outputs:
             for u, _ in v._uses:
-                near[u] = None
-    by_op: dict[str, list[Node]] = {}
-    for n in near:
-        by_op.setdefault(n.op_type, []).append(n)
-    out: dict[int, dict[Node, None] | None] = {}
-    for i, r in enumerate(rules):
-        depth = rule_depth(r)
-        ops = pattern_ops(r.pattern) if depth is not None and r.pattern is not None and \
-            type(r).match is Rule.match else None
-        if depth is None or ops is None:
-            out[i] = None
-            continue
-        roots = set(r.root_ops())
-        seeds: dict[Node, None] = {}
-        seen: set[Node] = set()
-        level = [n for op in ops for n in by_op.get(op, ())]
-        for _ in range(max(depth, 1)):
-            nxt: list[Node] = []
-            for n in level:
-                if n in seen:
-                    continue
-                seen.add(n)
-                if n.op_type in roots:
-                    seeds[n] = None
-                for v in n._outputs:
-                    for u, _ in v._uses:
-                        if u.op_type in ops and u not in seen:
-                            nxt.append(u)
-            if not nxt:
-                break
-            level = nxt
-        for n in level:
-            if n not in seen and n.op_type in roots:
-                seeds[n] = None
-        out[i] = seeds
+                mu = get(u.op_type, 0)
+                if mu:
+                    frontier[u] = frontier.get(u, 0) | mu
+    seen: dict[Node, int] = {}
+    for k in range(max(by_depth)):
+        active = 0
+        for d, bits in by_depth.items():
+            if d > k:
+                active |= bits
+        nxt: dict[Node, int] = {}
+        for n, m in frontier.items():
+            prev = seen.get(n, 0)
+            m &= active & ~prev
+            if not m:
+                continue
+            seen[n] = prev | m
+            hit = m & root_mask.get(n.op_type, 0)
+            while hit:
+                low = hit & -hit
+                out[low.bit_length() - 1][n] = None  # type: ignore[index]
+                hit ^= low
+            for v in n._outputs:
+                for u, _ in v._uses:
+                    mu = m & get(u.op_type, 0)
+                    if mu:
+                        nxt[u] = nxt.get(u, 0) | mu
+        if not nxt:
+            break
+        frontier = nxt
     return out
 
 

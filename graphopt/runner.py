@@ -80,7 +80,10 @@ class Outcome:
 def run_job(job: Job, on_step: StepFn | None = None) -> ModelReport:
     """Run one job to a ModelReport. Never raises (but for KeyboardInterrupt): errors become the report's exit
     code and error."""
-    return execute(job, on_step).report
+    out = execute(job, on_step)
+    if out.model is not None and out.model is not job.model:
+        out.model.release()  # freed now by reference counting, not later by a full pass of the cyclic GC
+    return out.report
 
 
 def execute(job: Job, on_step: StepFn | None = None, *, raise_on_error: bool = False) -> Outcome:

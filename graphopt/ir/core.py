@@ -1617,5 +1617,47 @@ class Model:
     def num_nodes(self) -> int:
         return self.graph.num_nodes(recursive=True)
 
+    def release(self) -> None:
+        """Break the references that tie the model's objects in cycles (producers and readers, the node lists,
+        subgraph owners), so that dropping the model frees it at once by reference counting, not in a later full
+        pass of the cyclic garbage collector (which, on a big model, costs about what loading it did). The model
+        is empty afterwards: do not use it, nor values or nodes taken from it."""
+        graphs = list(self.graph._all_graphs())
+        for g in graphs:
+            for n in list(g):
+                for v in n._outputs:
+                    v.producer = None
+                    v._uses.clear()
+                    v._out_graphs = None
+                n._inputs = []
+                n._outputs = []
+                n.graph = None
+                n._prev = n._next = None
+                n._attrs = None
+                n._subgraphs = None
+                n._proto = None
+            for v in (*g._inputs, *g._initializers.values(), *g._outputs):
+                v._uses.clear()
+                v._graph = None
+                v._out_graphs = None
+            head = g._head
+            head._next = head._prev = head = None
+            g._head = _Sentinel()
+            g._count = 0
+            g.owner = None
+            g.model = None
+            g._inputs = []
+            g._outputs = []
+            g._initializers = {}
+            g._value_info = {}
+            g._in_vi = {}
+            g._out_vi = []
+            g._inputs_set = None
+        self._graphs_cache = None
+        self._journal = None
+        self._track = None
+        self.graph = Graph("main_graph")
+        self.graph.model = self
+
     def __repr__(self) -> str:
         return f"Model(ir_version={self.ir_version}, opsets={self.opset_imports}, {self.graph!r})"

@@ -822,3 +822,25 @@ def test_clear_orphan_value_info_and_rollback() -> None:
     m.rollback(j)
     assert serde.serialize(m) == before
     assert m.graph.clear_orphan_value_info() == 1 and m.graph.clear_orphan_value_info() == 0
+
+
+def test_release_frees_the_model_without_the_cyclic_collector() -> None:
+    import gc
+    import weakref
+
+    from graphopt.testing import from_text
+
+    m = from_text('<ir_version: 8, opset_import: ["" : 17]>\n'
+                  "g (float[2] x) => (float[2] y) { a = Relu(x)  b = Neg(a)  y = Abs(b) }")
+    node = next(iter(m.graph))
+    refs = [weakref.ref(node), weakref.ref(node.output), weakref.ref(m.graph)]
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        m.release()
+        assert m.num_nodes() == 0
+        del m, node
+        assert all(r() is None for r in refs)  # freed by reference counting alone
+    finally:
+        if gc_was:
+            gc.enable()

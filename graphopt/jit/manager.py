@@ -265,10 +265,15 @@ class PassManager:
                         self.on_pass(p.name, rnd)
                     ctx.changes = self._pending[p.name]
                     self._pending[p.name] = Changes(full=not self.incremental)
+                    sym = self._symbols
+                    if sym is not None:
+                        sym.defer_sync = True  # the pass's own edits are caught up with once, after it
                     try:
                         r = self._run_one(p, model, rnd)
                     finally:
                         ctx.changes = None
+                        if sym is not None:
+                            sym.defer_sync = False
                     self._collect(model)
                     rec.passes.append(r)
                     if r.rolled_back:

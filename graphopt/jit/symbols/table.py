@@ -75,6 +75,10 @@ class SymbolTable:
             dict(rules) if rules is not None else builtin_shape_rules())
         self._model: Model | None = None
         self._log: ChangeLog | None = None
+        # while True, answers do not first catch up with the model's edits: what the table says stays true of every
+        # value passes keep, only not as precise as it could be (the pass manager defers while a pass runs, and
+        # catches up once after it)
+        self.defer_sync = False
         self._reset()
 
     def _reset(self) -> None:
@@ -164,7 +168,11 @@ class SymbolTable:
         if self._model is not model:
             self.seed(model)
         else:
-            self._sync()
+            deferred, self.defer_sync = self.defer_sync, False
+            try:
+                self._sync()
+            finally:
+                self.defer_sync = deferred
 
     def complete(self, model: Model) -> None:
         """:meth:`ensure`, then infer every value not inferred yet, so that every answer holds the closure of all
@@ -207,6 +215,11 @@ class SymbolTable:
         self._need(value)
         r = self._v(value)
         return None if r is None else list(r)
+
+    def has_value(self, value: Value) -> bool:
+        """Cheap: whether :meth:`value_of` may know `value`'s contents (a node output whose value was inferred, or
+        an initializer). For loops over many values after :meth:`ensure`; False is definite only then."""
+        return value in self._val or value.producer is None
 
     def dtype_of(self, value: Value) -> int | None:
         self._sync()
@@ -612,7 +625,7 @@ class SymbolTable:
         """Bring the facts up to date with the model's edits since the last answer: recompute the changed nodes
         that were current, then (only where a result differs) their readers."""
         lg = self._log
-        if lg is None or (not lg.nodes and not self._stale):
+        if lg is None or (not lg.nodes and not self._stale) or self.defer_sync:
             return
         done = self._done
         stale = self._stale

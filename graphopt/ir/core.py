@@ -778,6 +778,18 @@ class Node:
         self._journal_add(lambda: self._outputs.pop())
         return v
 
+    def _release(self) -> None:
+        """Break the cycles a removed node still holds (its outputs point back at it), so that it is freed by
+        reference counting once nothing else holds it. Only for a node removed for good (no journal can put it
+        back): its outputs lose their producer."""
+        if self.graph is not None and not self._erased:
+            raise IRError(f"{self!r} is still in a graph")
+        for v in self._outputs:
+            v.producer = None
+        self._outputs = []
+        self._inputs = []
+        self._prev = self._next = None
+
     def __repr__(self) -> str:
         dom = f"{self.domain}::" if self.domain else ""
         ins = ", ".join("" if v is None else str(v.name) for v in self._inputs)

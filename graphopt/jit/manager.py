@@ -313,12 +313,16 @@ class PassManager:
         values = dict(clog.values)
         clog.take()
         sym = self._symbols
+        if sym is not None and getattr(sym, "_model", None) is model and changed:
+            with self.ctx.translators.guard("infer"):
+                sym.ensure(model)  # recompute what the edits touched: facts that changed name their nodes
+            clog.take()  # (inference does not edit the model; nothing of its own to hand on)
+        # nodes the pass removed for good (its journal is closed): free them now, not in a collector's pass
+        for n in changed:
+            if n.graph is None and n._erased and not n._subgraphs:
+                n._release()
         full = False
         if sym is not None and getattr(sym, "_model", None) is model:
-            if changed:
-                with self.ctx.translators.guard("infer"):
-                    sym.ensure(model)  # recompute what the edits touched: facts that changed name their nodes
-                clog.take()  # (inference does not edit the model; nothing of its own to hand on)
             for n in sym.take_changed():
                 changed[n] = None
             if sym.epoch != self._epoch:

@@ -363,8 +363,11 @@ class CommonSubexpressionElimination(Pass):
     def run(self, model: Model, ctx: Any) -> PassResult:
         w = _Walker(model, ctx, KeyMaker(FunctionPurity(model), int(self.max_tensor_bytes)))
         changes = getattr(ctx, "changes", None)
-        if changes is None or changes.full or not w.walk_changed(changes):
-            w.walk(model.graph)
+        try:
+            if changes is None or changes.full or not w.walk_changed(changes):
+                w.walk(model.graph)
+        finally:
+            w.close()
         ctx.current_node = None
         ctx.current_step = None
         return PassResult.of(nodes_merged=w.nodes_merged, initializers_merged=w.inits_merged)
@@ -382,6 +385,11 @@ class _Walker:
         self.inits_merged = 0
         self._exact: dict[Hashable, Value] = {}
         self._pure: dict[tuple[str, str, str], bool] = {}
+
+    def close(self) -> None:
+        """Drop the tables (they refer back to the walker: without this only the cyclic GC would free them)."""
+        self.nodes = self.tensors = None  # type: ignore[assignment]
+        self._exact = {}
 
     def _node_full_key(self, n: Node) -> Hashable | None:
         return self.keys.attrs_key(n)

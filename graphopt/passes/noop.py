@@ -605,22 +605,33 @@ def _first_is(v: Value, k: int) -> bool:
     """A cheap necessary condition for `v` to be a small constant all equal to `k`: its first element is `k`
     (read from the stored bytes; the tensor is not decoded)."""
     t = constant_value(v)
-    if t is None or t.is_sparse or t.size == 0 or t.size > _MAX_CONST:
+    if t is None or t.is_sparse:
+        return False
+    size = t.size
+    if size == 0 or size > _MAX_CONST:
         return False
     try:
-        dt = numpy_dtype(t.dtype)
-        if dt == object:
-            return False
-        if t.is_loaded:
-            first = np.asarray(t.numpy()).reshape(-1)[0]
-        else:
+        if not t.is_loaded:
             data = t.content()
             if isinstance(data, np.ndarray):
                 return False
-            first = np.frombuffer(data, dtype=dt.newbyteorder("<"), count=1)[0]
+            pats = _NEUTRAL_BYTES.get((t.dtype, k))
+            if pats is None:
+                dt = numpy_dtype(t.dtype)
+                if dt == object:
+                    return False
+                one = np.array(k, dtype=dt.newbyteorder("<"))
+                pats = _NEUTRAL_BYTES[(t.dtype, k)] = {one.tobytes(), (-one).tobytes()}
+            w = len(next(iter(pats)))
+            return bytes(data[:w]) in pats
+        first = np.asarray(t.numpy()).reshape(-1)[0]
     except Exception:  # noqa: BLE001 - an unreadable tensor is not a neutral element
         return False
     return bool(first == k)
+
+
+# (dtype, neutral value) -> the little-endian bytes of the value and of its negation (-0.0 is a neutral 0 too)
+_NEUTRAL_BYTES: dict[tuple[int, int], set[bytes]] = {}
 _COMMUTATIVE = frozenset({"Add", "Mul"})
 
 

@@ -169,6 +169,7 @@ def _worker(mode: str, src: str, dst: str) -> None:
             graphopt.save(m, dst)
             t4 = W()
             out["breakdown"] = {"load": t1 - t0, "init": t2 - t1, "symbols": rec.symbols_seconds,
+                                "bookkeeping": rec.bookkeeping_seconds,
                                 "rounds": [rounds[k] for k in sorted(rounds)], "pipeline": t3 - t2, "save": t4 - t3,
                                 "passes": by_pass, "nodes_after": rec.nodes_after}
     out.setdefault("rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -341,7 +342,8 @@ def _report(results: dict[int, dict[str, Any]], sizes: list[int], args: Any) -> 
         if bd:
             passes = ", ".join(f"{k} {v:.2f}" for k, v in sorted(bd.get("passes", {}).items(), key=lambda kv: -kv[1]))
             print(f"  -O2 in-process breakdown: load {bd['load']:.2f}, init {bd['init']:.2f}, symbols "
-                  f"{bd['symbols']:.2f}, pipeline {bd['pipeline']:.2f} ({passes}), save {bd['save']:.2f} s")
+                  f"{bd['symbols']:.2f}, pipeline {bd['pipeline']:.2f} ({passes}; between passes "
+                  f"{bd.get('bookkeeping', 0):.2f}), save {bd['save']:.2f} s")
     if len(sizes) > 1:
         print()
         print("Growth exponents (1.0 = linear):")

@@ -182,6 +182,7 @@ class PipelineRecord:
     warnings: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     symbols_seconds: float = 0.0  # inferring every value's shape before the first pass (see Pass.uses_symbols)
+    bookkeeping_seconds: float = 0.0  # after each pass: what it changed, handed on; the symbols caught up with it
 
     def summary_by_pass(self) -> dict[str, dict[str, Any]]:
         """Per pass name: total time, removed, added, rewritten, runs, whether it was ever rolled back."""
@@ -204,7 +205,7 @@ class PipelineRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {"rounds": self.rounds, "converged": self.converged, "seconds": self.seconds,
-                "symbols_seconds": self.symbols_seconds,
+                "symbols_seconds": self.symbols_seconds, "bookkeeping_seconds": self.bookkeeping_seconds,
                 "nodes_before": self.nodes_before, "nodes_after": self.nodes_after,
                 "warnings": list(self.warnings), "failed": list(self.failed),
                 "runs": [r.to_dict() for r in self.passes]}
@@ -274,7 +275,9 @@ class PassManager:
                         ctx.changes = None
                         if sym is not None:
                             sym.defer_sync = False
+                    tb = time.perf_counter()
                     self._collect(model)
+                    rec.bookkeeping_seconds += time.perf_counter() - tb
                     rec.passes.append(r)
                     if r.rolled_back:
                         disabled.add(p.name)

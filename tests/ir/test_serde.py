@@ -229,3 +229,23 @@ def test_a_source_file_changed_after_loading_is_not_copied(tmp_path: Path) -> No
     ir.save(m, tmp_path / "out.onnx")
     out = onnx.load(str(tmp_path / "out.onnx"))
     assert [n.op_type for n in out.graph.node] == ["Relu"]
+
+
+def test_edits_outside_the_journal_still_reach_the_file(tmp_path: Path) -> None:
+    # fields the IR does not journal (graph name, ir_version, opsets set directly) are compared, not assumed
+    mp = onnx.parser.parse_model('<ir_version: 8, opset_import: ["" : 17]>\n'
+                                 "g (float[N, 4] x) => (float[N, 4] y) { y = Relu(x) }")
+    src = tmp_path / "in.onnx"
+    src.write_bytes(_reordered(mp))
+    for edit in ("name", "ir", "opset"):
+        m = ir.load(src)
+        if edit == "name":
+            m.graph.name = "renamed"
+        elif edit == "ir":
+            m.ir_version = 9
+        else:
+            m.opset_imports = {"": 18}
+        ir.save(m, tmp_path / "out.onnx")
+        out = onnx.load(str(tmp_path / "out.onnx"))
+        assert (out.graph.name, out.ir_version, out.opset_import[0].version) == {
+            "name": ("renamed", 8, 17), "ir": ("g", 9, 17), "opset": ("g", 8, 18)}[edit]

@@ -361,11 +361,20 @@ def serialize_parts(model: Model, plan: ExtPlan | None = None) -> list[bytes]:
 
 def unchanged(model: Model) -> bool:
     """Whether nothing was edited since the model was loaded: no IR mutation (nodes, edges, names, types,
-    initializers, value_info, opsets, functions) and the model's own fields as loaded."""
+    initializers, value_info, opsets, functions), the model's and graphs' own fields as loaded, and no model-local
+    functions (a list the IR does not watch)."""
     tmpl = model._template
-    return (model.mutations == 0 and tmpl is not None and not model.graph._dirty
-            and model.graph._template is not None and tmpl.ir_version == model.ir_version
-            and model._orig_fields == _model_fields(model))
+    if not (model.mutations == 0 and tmpl is not None and not model.graph._dirty and not model.functions
+            and tmpl.ir_version == model.ir_version and model._orig_fields == _model_fields(model)):
+        return False
+    orig = model.meta.get("opset_protos") or {}
+    if [(d, o.version) for d, o in orig.items()] != list(model.opset_imports.items()):
+        return False
+    for g in model.graph.all_graphs():
+        gt = g._template
+        if gt is None or g._dirty or gt.name != g.name or gt.doc_string != g.doc_string:
+            return False
+    return True
 
 
 def _source_bytes(model: Model) -> bytes | None:

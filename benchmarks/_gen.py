@@ -8,8 +8,14 @@ weights are small (``hidden`` x ``hidden`` and ``hidden`` x ``4 hidden`` float32
 node names follow torch's ``/layers.N/attn/MatMul`` style, attributes are on Transpose/Softmax/LayerNormalization,
 and some values carry value_info, as exporters leave them.
 
+With ``exporter=True`` each block also carries what exporters and tracing leave behind and optimizers remove (49
+nodes per block): a second, identical Shape/Gather chain (for CSE), a dead branch (for DCE), a constant subgraph
+(Constant nodes and arithmetic on them, for folding) and a Cast chain.
+
 ``big_weights(total_bytes)`` writes a model whose initializers live in one external data file of `total_bytes`
 bytes without ever holding them in memory (the file is written sparsely; see large_model.py).
+``inline_weights(total_bytes)`` writes a small MLP whose weights (`total_bytes` in all) are inline in the .onnx
+file, as a model under protobuf's 2 GiB limit is usually saved.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
 NODES_PER_BLOCK = 40
+EXPORTER_EXTRA_NODES = 9
 
 
 class _Builder:
@@ -67,7 +74,7 @@ class _Builder:
         self.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
 
 
-def _block(b: _Builder, x: str, i: int, heads: int, seq: int) -> str:
+def _block(b: _Builder, x: str, i: int, heads: int, seq: int, exporter: bool = False) -> str:
     h = b.hidden
     d = h // heads
     p = f"/layers.{i}"
@@ -114,19 +121,33 @@ def _block(b: _Builder, x: str, i: int, heads: int, seq: int) -> str:
     new_shape = b.node("Concat", [bt, sq, b.const_i64("hid", [h])], f"{p}/ffn/shape", axis=0)[0]
     f2r = b.node("Reshape", [f2, new_shape], f"{p}/ffn/out")[0]
     drop = b.node("Identity", [f2r], f"{p}/ffn/dropout")[0]
+    if exporter:
+        # tracing leftovers: the same Shape/Gather again (CSE), a branch nothing reads (DCE), the residual scale
+        # computed from Constant nodes (folding), a Cast round trip through float64 (a lossless Cast chain)
+        shp2 = b.node("Shape", [f2], f"{p}/ffn/shape2")[0]
+        b.node("Gather", [shp2, b.const_i64("idx0", [0])], f"{p}/ffn/shape2", axis=0)
+        b.node("Sqrt", [b.node("Abs", [ln2], f"{p}/unused")[0]], f"{p}/unused")
+        k = b.node("Constant", [], f"{p}/scale", value=numpy_helper.from_array(np.array(2.0, np.float32), "k"))[0]
+        kk = b.node("Mul", [k, b.const_f("half", 0.5)], f"{p}/scale")[0]
+        drop = b.node("Mul", [drop, kk], f"{p}/scale")[0]
+        c64 = b.node("Cast", [drop], f"{p}/cast", to=TensorProto.DOUBLE)[0]
+        drop = b.node("Cast", [c64], f"{p}/cast", to=TensorProto.FLOAT)[0]
     out = b.node("Add", [r1, drop], f"{p}/residual2")[0]
     b.declare(out, ["batch", seq, h])
     return out
 
 
-def transformer(nodes: int, *, hidden: int = 16, heads: int = 2, seq: int = 8, seed: int = 0) -> onnx.ModelProto:
-    """A transformer-like model of about `nodes` nodes (a whole number of blocks, at least one)."""
-    blocks = max(1, round(nodes / NODES_PER_BLOCK))
+def transformer(nodes: int, *, hidden: int = 16, heads: int = 2, seq: int = 8, seed: int = 0,
+                exporter: bool = False) -> onnx.ModelProto:
+    """A transformer-like model of about `nodes` nodes (a whole number of blocks, at least one); with `exporter`,
+    blocks carry the leftovers of an export (see the module docs)."""
+    per = NODES_PER_BLOCK + (EXPORTER_EXTRA_NODES if exporter else 0)
+    blocks = max(1, round(nodes / per))
     b = _Builder(seed, hidden)
     x = "input_embeds"
     bias_shape = ["batch", 1, seq, seq]
     for i in range(blocks):
-        x = _block(b, x, i, heads, seq)
+        x = _block(b, x, i, heads, seq, exporter)
     y = b.node("LayerNormalization", [x, b.weight("final_ln.weight", (hidden,), 1.0),
                                       b.weight("final_ln.bias", (hidden,))], "/final_ln", axis=-1, epsilon=1e-5)[0]
     b.nodes.append(helper.make_node("Identity", [y], ["last_hidden_state"], name="/output"))
@@ -136,6 +157,42 @@ def transformer(nodes: int, *, hidden: int = 16, heads: int = 2, seq: int = 8, s
          helper.make_tensor_value_info("attention_bias", TensorProto.FLOAT, bias_shape)],
         [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", seq, hidden])],
         b.inits, value_info=b.value_info)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="graphopt-bench")
+    model.ir_version = 8
+    return model
+
+
+def inline_weights(total_bytes: int, *, layers: int = 16, batch: str = "batch", seed: int = 0) -> onnx.ModelProto:
+    """An MLP of `layers` blocks (MatMul, Add bias, Relu, and a Shape/Gather/Concat/Reshape chain on the batch dim)
+    whose square float32 weights hold `total_bytes` in all, inline in the model (65 nodes for 16 layers)."""
+    rng = np.random.default_rng(seed)
+    h = max(1, int(math.sqrt(total_bytes / 4 / layers)))
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    x = "x"
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "idx0"))
+    inits.append(numpy_helper.from_array(np.array([h], np.int64), "hid"))
+    for i in range(layers):
+        w = rng.standard_normal((h, h), dtype=np.float32)
+        w *= np.float32(1.0 / math.sqrt(h))
+        inits.append(numpy_helper.from_array(w, f"W{i}"))
+        inits.append(numpy_helper.from_array(np.zeros(h, np.float32) + np.float32(0.01 * i), f"B{i}"))
+        del w
+        nodes.append(helper.make_node("MatMul", [x, f"W{i}"], [f"mm{i}"], name=f"/layer{i}/MatMul"))
+        nodes.append(helper.make_node("Add", [f"mm{i}", f"B{i}"], [f"add{i}"], name=f"/layer{i}/Add"))
+        if i % 4 == 3:  # an exporter's dynamic reshape every fourth layer
+            nodes.append(helper.make_node("Shape", [f"add{i}"], [f"shp{i}"], name=f"/layer{i}/Shape"))
+            nodes.append(helper.make_node("Gather", [f"shp{i}", "idx0"], [f"bs{i}"], name=f"/layer{i}/Gather",
+                                          axis=0))
+            nodes.append(helper.make_node("Concat", [f"bs{i}", "hid"], [f"ns{i}"], name=f"/layer{i}/Concat", axis=0))
+            nodes.append(helper.make_node("Reshape", [f"add{i}", f"ns{i}"], [f"rs{i}"], name=f"/layer{i}/Reshape"))
+            nodes.append(helper.make_node("Relu", [f"rs{i}"], [f"h{i}"], name=f"/layer{i}/Relu"))
+        else:
+            nodes.append(helper.make_node("Relu", [f"add{i}"], [f"h{i}"], name=f"/layer{i}/Relu"))
+        x = f"h{i}"
+    nodes.append(helper.make_node("Identity", [x], ["y"], name="/out"))
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, h])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, h])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="graphopt-bench")
     model.ir_version = 8
     return model

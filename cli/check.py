@@ -35,7 +35,8 @@ from .options import (
 def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, junit_xml: str | None, shard: str | None,
               preset: str | None, passes: tuple[str, ...],
               skip: tuple[str, ...], sets: tuple[str, ...], config_path: str | None, max_rounds: int | None,
-              strict: bool | None, verify_each: bool, no_check: bool, validate: bool, seed: int,
+              strict: bool | None, verify_each: bool, no_check: bool, annotate_shapes: bool | None,
+              validate: bool, seed: int,
               dims: tuple[str, ...], trials: int | None, inputs_npz: str | None, rtol: float | None,
               atol: float | None, bench_time: float, bench_runs: int | None, threads: int, bench_level: str,
               ort_level: str, do_bisect: bool, report_json: str | None, report_md: str | None,
@@ -68,7 +69,7 @@ def check_cmd(models: tuple[str, ...], fail_if_optimizable: bool, junit_xml: str
     selected, shard_kn, shard_of = apply_shard(models, shard)
     st = State(verbose, quiet, debug, model_to_stdout=report_json == "-")
     cfg = make_config(preset=preset, passes=passes, skip=skip, sets=sets, max_rounds=max_rounds, strict=strict,
-                      config_path=config_path, verify_each=verify_each)
+                      config_path=config_path, verify_each=verify_each, annotate_shapes=annotate_shapes)
     vopts = make_validate_options(seed=seed, dims=dims, trials=trials, inputs_npz=inputs_npz, rtol=rtol, atol=atol,
                                   bench_runs=bench_runs, bench_time=bench_time, threads=threads,
                                   ort_level=ort_level, bench_level=bench_level, jobs=jobs)

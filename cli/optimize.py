@@ -43,7 +43,7 @@ from .options import (
 def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | None, in_place: bool,
                  no_metadata: bool, shard: str | None, preset: str | None, passes: tuple[str, ...],
                  skip: tuple[str, ...], sets: tuple[str, ...], config_path: str | None, max_rounds: int | None,
-                 strict: bool | None, verify_each: bool, no_check: bool,
+                 strict: bool | None, verify_each: bool, no_check: bool, annotate_shapes: bool | None,
                  validate: bool, seed: int, dims: tuple[str, ...], trials: int | None, inputs_npz: str | None,
                  rtol: float | None, atol: float | None, bench_time: float, bench_runs: int | None, threads: int,
                  bench_level: str, ort_level: str,
@@ -81,7 +81,7 @@ def optimize_cmd(inputs: tuple[str, ...], output: str | None, out_dir: str | Non
                          hint="use --report-json FILE")
     st = State(verbose, quiet, debug, model_to_stdout=outs == ["-"] or report_json == "-")
     cfg = make_config(preset=preset, passes=passes, skip=skip, sets=sets, max_rounds=max_rounds, strict=strict,
-                      config_path=config_path, verify_each=verify_each)
+                      config_path=config_path, verify_each=verify_each, annotate_shapes=annotate_shapes)
     vopts = make_validate_options(seed=seed, dims=dims, trials=trials, inputs_npz=inputs_npz, rtol=rtol, atol=atol,
                                   bench_runs=bench_runs, bench_time=bench_time, threads=threads,
                                   ort_level=ort_level, bench_level=bench_level, jobs=jobs)

@@ -50,6 +50,9 @@ def pipeline_options(fn: F) -> F:
         click.option("--no-check", "no_check", is_flag=True,
                      help="Skip onnx's checker and strict shape inference in the validity checks of the input and "
                      "the result (for experts; graphopt's own structural checks always run)."),
+        click.option("--annotate-shapes", is_flag=True, default=None,
+                     help="Write the inferred shapes (symbolic dims named batch*seq, ...) into the output's "
+                     "value_info (default: off, the output declares what the input declared)."),
     ]):
         fn = deco(fn)
     return fn
@@ -159,13 +162,14 @@ def make_validate_options(*, seed: int, dims: tuple[str, ...], trials: int | Non
 
 def make_config(*, preset: str | None, passes: tuple[str, ...], skip: tuple[str, ...], sets: tuple[str, ...],
                 max_rounds: int | None, strict: bool | None, config_path: str | None,
-                verify_each: bool) -> PipelineConfig:
+                verify_each: bool, annotate_shapes: bool | None = None) -> PipelineConfig:
     """The pipeline configuration from the shared pipeline flags (config file and pyproject.toml included),
     checked against the registry up front so that a typo is a usage error before any model is read."""
     from graphopt.pipeline import build_config
 
     cfg = build_config(preset=preset, passes=_split(passes) if passes else None, skip=_split(skip),
-                       sets=list(sets), max_rounds=max_rounds, strict=strict, config_path=config_path)
+                       sets=list(sets), max_rounds=max_rounds, strict=strict, config_path=config_path,
+                       annotate_shapes=annotate_shapes)
     cfg.verify_each = verify_each
     _check_pipeline(cfg)
     return cfg

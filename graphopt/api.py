@@ -64,14 +64,19 @@ class OptimizeResult:
 def run(model: Model, *, preset: str = "O2", passes: list[str] | None = None, skip: list[str] | None = None,
         options: dict[str, dict[str, Any]] | None = None, max_rounds: int | None = None, strict: bool = False,
         config: PipelineConfig | None = None, ctx: JitContext | None = None, use_pyproject: bool = False,
-        annotate_shapes: bool = True) -> OptimizeResult:
-    """Optimize `model` in place (no validation) and return it with the pipeline record and the context used."""
+        annotate_shapes: bool | None = None) -> OptimizeResult:
+    """Optimize `model` in place (no validation) and return it with the pipeline record and the context used.
+
+    `annotate_shapes` writes the inferred shapes into value_info afterwards (default: the configuration's
+    ``annotate_shapes``, off unless asked for)."""
     if config is None:
         config = build_config(preset=preset, passes=passes, skip=skip, options=options, max_rounds=max_rounds,
-                              strict=strict, use_pyproject=use_pyproject)
+                              strict=strict, use_pyproject=use_pyproject, annotate_shapes=annotate_shapes)
     if ctx is None:
         ctx = init(model, config)
     record = ctx.run_pipeline(model)
+    if annotate_shapes is None:
+        annotate_shapes = bool(getattr(ctx.config, "annotate_shapes", False))
     if annotate_shapes and hasattr(ctx.symbols, "annotate"):
         with ctx.translators.guard("infer"):
             ctx.symbols.annotate(model)

@@ -166,26 +166,27 @@ def value_types(model: Model, table: Any) -> TypeSnapshot:
     return out
 
 
-def graph_diff(before: Model, after: Model, *, types_before: TypeSnapshot | None = None,
+def graph_diff(before: Model, after: Model, *, types_before: TypeSnapshot | None = None, symbols_after: Any = None,
                max_regions: int = DEFAULT_MAX_REGIONS, max_nodes: int = DEFAULT_MAX_NODES,
                max_terminals: int = DEFAULT_MAX_TERMINALS) -> GraphDiff:
     """Compare `before` (the original, a model of its own) with `after` (the optimized model, read only) and group
     the changes into regions, the first `max_regions` drawn.
 
-    Edges are labelled with value types: the optimized model's own (the pipeline annotates them), and for the
-    original `types_before` (see :func:`value_types`), else its types inferred here with graphopt's shape
-    symbols (a whole inference of the original: pass `types_before` when a context has it)."""
+    Edges are labelled with value types: for the result, what `symbols_after` (the run's symbol table, which knows
+    the result) says of each value drawn, else the types the result declares; for the original `types_before`
+    (see :func:`value_types`), else its types inferred here with graphopt's shape symbols (a whole inference of the
+    original: pass `types_before` when a context has it)."""
     gc_was = gc.isenabled()
     gc.disable()  # a few dicts over two whole models, none of them garbage: spare the models from GC rescans
     try:
-        return _graph_diff(before, after, types_before, max_regions, max_nodes, max_terminals)
+        return _graph_diff(before, after, types_before, max_regions, max_nodes, max_terminals, symbols_after)
     finally:
         if gc_was:
             gc.enable()
 
 
 def _graph_diff(before: Model, after: Model, types_before: TypeSnapshot | None, max_regions: int, max_nodes: int,
-                max_terminals: int) -> GraphDiff:
+                max_terminals: int, symbols_after: Any = None) -> GraphDiff:
     t0 = time.perf_counter()
     out = GraphDiff(limits={"max_regions": max_regions, "max_nodes": max_nodes, "max_terminals": max_terminals})
     bnodes, anodes = list(before.graph), list(after.graph)
@@ -293,6 +294,7 @@ def _graph_diff(before: Model, after: Model, types_before: TypeSnapshot | None, 
     if todo and types_before is None:
         _annotate(before)
     tb = _typer(types_before)
+    ta = _table_typer(symbols_after)
     for r, bs, as_ in todo:
         keep_b, keep_a = bs[:max_nodes], as_[:max_nodes]
         budget = max(0, max_nodes - max(len(keep_b), len(keep_a)))
@@ -311,7 +313,7 @@ def _graph_diff(before: Model, after: Model, types_before: TypeSnapshot | None, 
             touched.update(v.name for v in (*n.inputs, *n.outputs) if v is not None and v.name)
         r.before = _picture(before.graph, keep_b, context, status, touched, "b", pos_b, max_terminals, tb)
         r.after = _picture(after.graph, keep_a, [pair_b[c] for c in context], status, touched, "a", pos_a,
-                           max_terminals, _vtype)
+                           max_terminals, ta)
         r.before.omitted_nodes = len(bs) - len(keep_b)
         r.after.omitted_nodes = len(as_) - len(keep_a)
     out.regions = [r for r, _, _ in todo]
@@ -439,6 +441,16 @@ def _vtype(v: Value) -> str | None:
     return None
 
 
+def _fmt(dt: int | None, sh: Any) -> str | None:
+    """Type text from a symbol table's answers (dtype, symbolic shape); None when the dtype is unknown."""
+    if not dt:
+        return None
+    if sh is None or sh.dims is None:
+        return f"{dtype_name(dt)}{format_shape(None)}"
+    dims = [(d.c if d.c >= 0 else None) if d.c is not None else str(d) for d in sh.dims]
+    return f"{dtype_name(dt)}{format_shape(tuple(dims))}"
+
+
 def _typer(snap: TypeSnapshot | None) -> Any:
     """A value -> type text function for the original: the snapshot first, then the value's declared type."""
     if snap is None:
@@ -446,15 +458,23 @@ def _typer(snap: TypeSnapshot | None) -> Any:
 
     def vtype(v: Value) -> str | None:
         got = snap.get(v.name) if v.name else None
-        if got is None:
-            return _vtype(v)
-        dt, sh = got
-        if not dt:
-            return _vtype(v)
-        if sh is None or sh.dims is None:
-            return f"{dtype_name(dt)}{format_shape(None)}"
-        dims = [(d.c if d.c >= 0 else None) if d.c is not None else str(d) for d in sh.dims]
-        return f"{dtype_name(dt)}{format_shape(tuple(dims))}"
+        return (_fmt(*got) if got is not None else None) or _vtype(v)
+
+    return vtype
+
+
+def _table_typer(table: Any) -> Any:
+    """A value -> type text function for the result: the run's symbol table (asked only for the values drawn),
+    then the value's declared type."""
+    if table is None:
+        return _vtype
+
+    def vtype(v: Value) -> str | None:
+        try:
+            got = _fmt(table.dtype_of(v), table.shape_of(v))
+        except Exception:  # noqa: BLE001 - a label is not worth failing a picture for
+            got = None
+        return got or _vtype(v)
 
     return vtype
 

@@ -9,6 +9,7 @@ current folder). Keys, in the file's table or at the top level of a graphopt.tom
     skip = ["fuse"]             # removed from the preset
     max-rounds = 8              # fixed-point iteration bound
     strict = false
+    annotate-shapes = false     # write the inferred shapes into the model's value_info
     [options.fold-constants]    # per-pass options (also `[tool.graphopt.options.fold-constants]`)
     max-output-bytes = 1048576
 
@@ -48,7 +49,8 @@ PIPELINE_ORDER = [
     "dce",
 ]
 
-_FILE_KEYS = {"preset", "passes", "skip", "max-rounds", "max_rounds", "strict", "options"}
+_FILE_KEYS = {"preset", "passes", "skip", "max-rounds", "max_rounds", "strict", "options", "annotate-shapes",
+              "annotate_shapes"}
 
 
 @dataclass
@@ -62,6 +64,9 @@ class PipelineConfig:
     max_rounds: int = DEFAULT_MAX_ROUNDS
     strict: bool = False
     verify_each: bool = False
+    # write the symbol table's inferred types into value_info after the passes (off: the output declares what
+    # the input declared, and -O0 writes the input back byte for byte)
+    annotate_shapes: bool = False
     sources: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -156,14 +161,15 @@ def read_config_file(path: str) -> dict[str, Any]:
     unknown = [k for k in section if k not in _FILE_KEYS]
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r}", path=path,
-                          hint=did_you_mean(unknown[0], sorted(_FILE_KEYS - {"max_rounds"})))
+                          hint=did_you_mean(unknown[0], sorted(_FILE_KEYS - {"max_rounds", "annotate_shapes"})))
     return section
 
 
 def build_config(*, preset: str | None = None, passes: list[str] | None = None, skip: list[str] | None = None,
                  sets: list[str] | None = None, options: dict[str, dict[str, Any]] | None = None,
                  max_rounds: int | None = None, strict: bool | None = None, config_path: str | None = None,
-                 use_pyproject: bool = True, cwd: str | None = None) -> PipelineConfig:
+                 use_pyproject: bool = True, cwd: str | None = None,
+                 annotate_shapes: bool | None = None) -> PipelineConfig:
     """Merge preset defaults, a config file (explicit or the nearest pyproject.toml) and flags."""
     cfg = PipelineConfig()
     path = config_path
@@ -183,6 +189,9 @@ def build_config(*, preset: str | None = None, passes: list[str] | None = None, 
             cfg.max_rounds = int(mr)
         if "strict" in section:
             cfg.strict = bool(section["strict"])
+        ann = section.get("annotate-shapes", section.get("annotate_shapes"))
+        if ann is not None:
+            cfg.annotate_shapes = bool(ann)
         for pname, opts in (section.get("options") or {}).items():
             if not isinstance(opts, dict):
                 raise ConfigError(f"{path}: options.{pname} must be a table", path=path)
@@ -198,6 +207,8 @@ def build_config(*, preset: str | None = None, passes: list[str] | None = None, 
         cfg.max_rounds = max_rounds
     if strict is not None:
         cfg.strict = strict
+    if annotate_shapes is not None:
+        cfg.annotate_shapes = annotate_shapes
     for pname, opts in (options or {}).items():
         cfg.options.setdefault(_norm(pname), {}).update({_norm(k): v for k, v in opts.items()})
     for s in sets or []:

@@ -86,9 +86,10 @@ def encode(record: Mapping[str, Any]) -> str:
 
 
 def stamp(model: Model, record: Mapping[str, Any], *, changed: bool) -> None:
-    """Write `record` into the model's metadata_props, unless the run changed nothing and the model already has
-    a record (it still says how the model was made; rewriting it would make a re-run change the file)."""
-    if not changed and RECORD_KEY in model.metadata_props:
+    """Write `record` into the model's metadata_props, unless the run changed nothing: then the model is written
+    as it came, byte for byte (-O0 is a true round trip), and a record it already has still says how it was made
+    (rewriting it would make a re-run change the file)."""
+    if not changed:
         return
     model.metadata_props[RECORD_KEY] = encode(record)
 

@@ -493,7 +493,7 @@ def render_validation(v: ValidationResult, console: Any) -> None:
     trials = "; ".join(", ".join(f"{k}={x}" for k, x in t.dims.items()) or "fixed shapes" for t in v.trials)
     src = "random inputs, seed " + str(v.seed) if v.input_source == "random" else v.input_source.replace(
         "npz:", "inputs from ")
-    title = (f"validation [green]passed[/]" if v.passed else "validation [red]FAILED[/]") + \
+    title = ("validation [green]passed[/]" if v.passed else "validation [red]FAILED[/]") + \
         f": {len(v.trials)} trial(s) ({escape(trials)}), {escape(src)}"
     console.print(title)  # a line of its own: as a table title it would wrap to the table's width
     t = Table()

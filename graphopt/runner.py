@@ -8,6 +8,7 @@ what ``graphopt optimize`` and ``graphopt check`` run per model (in worker proce
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -85,7 +86,10 @@ class Outcome:
 def run_job(job: Job, on_step: StepFn | None = None) -> ModelReport:
     """Run one job to a ModelReport. Never raises (but for KeyboardInterrupt): errors become the report's exit
     code and error."""
-    return execute(job, on_step).report
+    out = execute(job, on_step)
+    if out.model is not None and out.model is not job.model:
+        out.model.release()  # freed now by reference counting, not later by a full pass of the cyclic GC
+    return out.report
 
 
 def execute(job: Job, on_step: StepFn | None = None, *, raise_on_error: bool = False) -> Outcome:
@@ -93,6 +97,9 @@ def execute(job: Job, on_step: StepFn | None = None, *, raise_on_error: bool = F
     `raise_on_error` the GraphoptError is raised instead (foreign errors translated first)."""
     out_name = None if job.output is None else ("<stdout>" if job.output == "-" else job.output)
     out = Outcome(ModelReport(input=job.display_name, output=out_name))
+    # the cyclic collector would rescan the big, long-lived model again and again during the run (see jit.manager)
+    gc_was = gc.isenabled()
+    gc.disable()
     try:
         _run(job, out, on_step or (lambda _m: None))
     except KeyboardInterrupt:
@@ -111,6 +118,9 @@ def execute(job: Job, on_step: StepFn | None = None, *, raise_on_error: bool = F
         err.__cause__ = e
         out.error = err
         set_error(out.report, err, job.debug, cause=e)
+    finally:
+        if gc_was:
+            gc.enable()
     if raise_on_error and out.error is not None:
         raise out.error
     return out
@@ -377,7 +387,8 @@ def _graph_diff(out: Outcome, source: ModelSource, step: StepFn) -> None:
     assert out.model is not None
     step("comparing the original and the optimized graph")
     try:
-        out.report.graph_diff = graph_diff(source.load(), out.model, types_before=out.types_before)
+        out.report.graph_diff = graph_diff(source.load(), out.model, types_before=out.types_before,
+                                           symbols_after=out.ctx.symbols if out.ctx is not None else None)
     except Exception as e:  # noqa: BLE001 - a picture that fails must not fail the optimization it shows
         out.report.warnings.append(f"no graph pictures: comparing the graphs failed ({type(e).__name__}: {e}); "
                                    "this is a bug in graphopt")

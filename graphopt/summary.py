@@ -29,26 +29,34 @@ def _io(v: Value) -> dict[str, Any]:
 def summarize(model: Model, *, path: str | None = None) -> dict[str, Any]:
     """Counts and interface of a model; cheap (no tensor is decoded)."""
     g = model.graph
-    ops: collections.Counter[str] = collections.Counter()
+    counts: collections.Counter[tuple[str, str]] = collections.Counter()
     n_sub = 0
-    for sg in g.all_graphs():
+    graphs = list(g.all_graphs())
+    for sg in graphs:
         if sg is not g:
             n_sub += 1
-        for n in sg:
-            ops[(n.domain + "::" if n.domain not in ("", "ai.onnx") else "") + n.op_type] += 1
+        counts.update((n.domain, n.op_type) for n in sg)
+    ops: collections.Counter[str] = collections.Counter()
+    for (dom, op), k in counts.items():
+        ops[(dom + "::" if dom not in ("", "ai.onnx") else "") + op] += k
     params = 0
     param_bytes = 0
     n_init = 0
     ext_files: dict[str, int] = {}
     ext_tensors = 0
-    for sg in g.all_graphs():
-        for v in sg.initializers.values():
-            t = v.const
+    sizes: dict[tuple[int, tuple[int, ...]], tuple[int, int]] = {}  # (dtype, shape) -> (size, bytes)
+    for sg in graphs:
+        for v in sg._initializers.values():
+            t = v._const
             assert t is not None
             n_init += 1
-            params += t.size
-            param_bytes += t.nbytes
-            if not t.is_sparse and t.is_external:
+            key = (t.dtype, t.shape)
+            sb = sizes.get(key)
+            if sb is None:
+                sb = sizes[key] = (t.size, t.nbytes)
+            params += sb[0]
+            param_bytes += sb[1]
+            if not t._sparse and t.is_external:
                 ref = t.external
                 assert ref is not None
                 ext_tensors += 1

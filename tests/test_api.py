@@ -118,3 +118,19 @@ def test_optimize_raises_when_there_is_no_report_to_carry_the_error() -> None:
     assert ei.value.exit_code == EXIT_INVALID_MODEL
     res = graphopt.optimize(b"garbage", return_report=True)
     assert res.model is None and res.report.exit_code == EXIT_INVALID_MODEL
+
+
+def test_run_annotates_shapes_only_when_asked() -> None:
+    src = SAMPLES / "transformer.onnx"
+    declared = {vi.name for vi in onnx.load(str(src)).graph.value_info}
+    m = graphopt.load(src)
+    graphopt.run(m)
+    assert {v.name for v in m.graph.value_info} <= declared
+    m = graphopt.load(src)
+    graphopt.run(m, annotate_shapes=True)
+    assert len(m.graph.value_info) > len(declared)
+    m = graphopt.load(src)
+    from graphopt.pipeline import build_config
+
+    graphopt.run(m, config=build_config(annotate_shapes=True, use_pyproject=False))
+    assert len(m.graph.value_info) > len(declared)

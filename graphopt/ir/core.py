@@ -56,6 +56,72 @@ class ChangeTracker:
         return sum(1 for n in self.touched if n.is_alive and n not in self.added)
 
 
+class ChangeLog:
+    """The nodes changed since the log was last taken: touched (inputs, attributes, names), added or removed, and
+    the owners of subgraphs whose interface changed, and the readers of an initializer whose tensor was replaced.
+
+    An observer that keeps facts derived from the graph (the JIT context's shape symbols) holds one (see
+    :meth:`Model.watch`) and brings its facts up to date from what the log names, instead of from the whole graph.
+    The model holds the log weakly: dropping the observer stops the recording."""
+
+    __slots__ = ("nodes", "nearby", "values", "__weakref__")
+
+    def __init__(self) -> None:
+        self.nodes: dict[Node, None] = {}
+        # nodes whose neighbourhood changed without an edit of their own: the producer of a value that lost a
+        # reader (it may be dead now), and the few readers left of such a value (one may be its only reader now)
+        self.nearby: dict[Node, None] = {}
+        # initializers added, given another tensor, or left with a reader less
+        self.values: dict[Value, None] = {}
+
+    def take(self) -> list[Node]:
+        """The nodes recorded since the last call (`nodes`), in first-change order; the log starts empty again
+        (`nearby` included)."""
+        out = list(self.nodes)
+        self.nodes.clear()
+        self.nearby.clear()
+        self.values.clear()
+        return out
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+
+def _log_node(m: Model, node: Node) -> None:
+    for r in m._logs:
+        lg = r()
+        if lg is not None:
+            lg.nodes[node] = None
+
+
+def _log_value(m: Model, v: Value) -> None:
+    for r in m._logs:
+        lg = r()
+        if lg is not None:
+            lg.values[v] = None
+
+
+# a value left with more readers than this does not log them when it loses one (a shared constant read by every
+# layer): no pattern over its readers depends on how many there are beyond a handful
+_NEARBY_FANOUT = 4
+
+
+def _lost_use(m: Model, v: Value) -> None:
+    """Log the neighbourhood of `v`, which just lost a reader (see ChangeLog.nearby)."""
+    p = v.producer
+    few = len(v._uses) <= _NEARBY_FANOUT
+    for r in m._logs:
+        lg = r()
+        if lg is not None:
+            if p is not None:
+                lg.nearby[p] = None
+            elif v._const is not None:
+                lg.values[v] = None
+            if few:
+                for u, _ in v._uses:
+                    lg.nearby[u] = None
+
+
 class Journal:
     """Undo records for the mutations made while it is open (see :meth:`Model.journal`)."""
 
@@ -529,8 +595,11 @@ class Node:
         if g is not None:
             g._touch()
             m = g.model
-            if m is not None and m._track is not None:
-                m._track.touched[self] = None
+            if m is not None:
+                if m._track is not None:
+                    m._track.touched[self] = None
+                if m._logs:
+                    _log_node(m, self)
 
     # -- attributes ------------------------------------------------------------------------------------------
     @property
@@ -675,6 +744,11 @@ class Node:
                 value._uses[(self, index)] = None
         ins[index] = value
         self._touch()
+        if old is not None and self._registered:
+            g = self.graph
+            m = g.model if g is not None else None
+            if m is not None and m._logs:
+                _lost_use(m, old)
         self._journal_add(lambda: self.replace_input_with(index, old))
 
     def set_inputs(self, values: Sequence[Value | None]) -> None:
@@ -686,6 +760,12 @@ class Node:
         if was:
             self._register_uses()
         self._touch()
+        g = self.graph
+        m = g.model if g is not None else None
+        if was and m is not None and m._logs:
+            for v in old:
+                if v is not None:
+                    _lost_use(m, v)
 
         def undo() -> None:
             self.set_inputs(old)
@@ -732,6 +812,18 @@ class Node:
             self._touch()
 
         self._journal_add(undo)
+
+    def _release(self) -> None:
+        """Break the cycles a removed node still holds (its outputs point back at it), so that it is freed by
+        reference counting once nothing else holds it. Only for a node removed for good (no journal can put it
+        back): its outputs lose their producer."""
+        if self.graph is not None and not self._erased:
+            raise IRError(f"{self!r} is still in a graph")
+        for v in self._outputs:
+            v.producer = None
+        self._outputs = []
+        self._inputs = []
+        self._prev = self._next = None
 
     def __repr__(self) -> str:
         dom = f"{self.domain}::" if self.domain else ""
@@ -844,6 +936,8 @@ class Graph:
         m = self.model
         if m is not None:
             m.mutations += 1
+            if m._logs and self.owner is not None:
+                _log_node(m, self.owner)
         o = self.owner
         while o is not None and not o._dirty:
             o._dirty = True
@@ -929,7 +1023,17 @@ class Graph:
         return None if n is self._head else n
 
     def all_graphs(self) -> Iterator[Graph]:
-        """This graph and every nested subgraph, outer before inner."""
+        """This graph and every nested subgraph, outer before inner. (The main graph's list is remembered until
+        the model changes: finding subgraphs means looking at every node.)"""
+        m = self.model
+        if m is not None and m.graph is self:
+            c = m._graphs_cache
+            if c is None or c[0] != m.mutations:
+                c = m._graphs_cache = (m.mutations, list(self._all_graphs()))
+            return iter(c[1])
+        return self._all_graphs()
+
+    def _all_graphs(self) -> Iterator[Graph]:
         stack = [self]
         while stack:
             g = stack.pop()
@@ -981,8 +1085,11 @@ class Graph:
                     m._names.add(v._name)
         node._dirty = True
         self._touch()
-        if m is not None and m._track is not None:
-            m._track.added[node] = None
+        if m is not None:
+            if m._track is not None:
+                m._track.added[node] = None
+            if m._logs:
+                _log_node(m, node)
 
         def undo() -> None:
             self._unlink(node)
@@ -1004,12 +1111,21 @@ class Graph:
             self._value_info.pop(v, None)
         self._touch()
         m = self.model
-        if m is not None and m._track is not None:
-            t = m._track
-            if node in t.added:
-                del t.added[node]
-            else:
-                t.removed += 1
+        if m is not None:
+            if m._track is not None:
+                t = m._track
+                if node in t.added:
+                    del t.added[node]
+                else:
+                    t.removed += 1
+            if m._logs:
+                _log_node(m, node)
+                for v in node._inputs:
+                    if v is not None:
+                        _lost_use(m, v)
+                if node._subgraphs:
+                    for v in node.implicit_inputs():
+                        _lost_use(m, v)
 
     def append(self, *nodes: Node) -> None:
         """Append nodes at the end."""
@@ -1140,6 +1256,9 @@ class Graph:
             value._out_graphs = []
         value._out_graphs.append(self)
         self._touch()
+        m = self.model
+        if m is not None and m._logs:
+            _lost_use(m, old)
         self._journal(lambda: self.set_output(index, old))
 
     def append_output(self, value: Value) -> None:
@@ -1248,6 +1367,8 @@ class Graph:
         value._graph = self
         self._initializers[value._name] = value
         self._touch()
+        if m is not None and m._logs:
+            _log_value(m, value)
         self._journal(lambda: self._drop_initializer(value))
         return value
 
@@ -1279,6 +1400,11 @@ class Graph:
         old = value._const
         value._const = tensor
         self._touch()
+        m = self.model
+        if m is not None and m._logs:
+            _log_value(m, value)
+            for u, _ in value._uses:  # their inputs' numbers changed under them
+                _log_node(m, u)
         self._journal(lambda: self.set_const(value, old))  # type: ignore[arg-type]
 
     # -- value_info --------------------------------------------------------------------------------------------
@@ -1445,6 +1571,8 @@ class Model:
         self.mutations = 0
         self._journal: Journal | None = None
         self._track: ChangeTracker | None = None
+        self._logs: list[weakref.ref[ChangeLog]] = []
+        self._graphs_cache: tuple[int, list[Graph]] | None = None
         self._names: set[str] | None = None
         self._name_counters: dict[str, int] = {}
         self._fresh: set[str] = set()
@@ -1481,6 +1609,17 @@ class Model:
             j.entries.append(lambda: setattr(self, "functions", old))
 
     # -- mutation tracking -------------------------------------------------------------------------------------
+    def watch(self) -> ChangeLog:
+        """A new :class:`ChangeLog` that records every node change from now on, until it is garbage (the model
+        holds it weakly) or passed to :meth:`unwatch`."""
+        self._logs = [r for r in self._logs if r() is not None]
+        lg = ChangeLog()
+        self._logs.append(weakref.ref(lg))
+        return lg
+
+    def unwatch(self, log: ChangeLog) -> None:
+        self._logs = [r for r in self._logs if r() is not None and r() is not log]
+
     def _mutated(self) -> None:
         self.mutations += 1
 
@@ -1554,6 +1693,48 @@ class Model:
 
     def num_nodes(self) -> int:
         return self.graph.num_nodes(recursive=True)
+
+    def release(self) -> None:
+        """Break the references that tie the model's objects in cycles (producers and readers, the node lists,
+        subgraph owners), so that dropping the model frees it at once by reference counting, not in a later full
+        pass of the cyclic garbage collector (which, on a big model, costs about what loading it did). The model
+        is empty afterwards: do not use it, nor values or nodes taken from it."""
+        graphs = list(self.graph._all_graphs())
+        for g in graphs:
+            for n in list(g):
+                for v in n._outputs:
+                    v.producer = None
+                    v._uses.clear()
+                    v._out_graphs = None
+                n._inputs = []
+                n._outputs = []
+                n.graph = None
+                n._prev = n._next = None
+                n._attrs = None
+                n._subgraphs = None
+                n._proto = None
+            for v in (*g._inputs, *g._initializers.values(), *g._outputs):
+                v._uses.clear()
+                v._graph = None
+                v._out_graphs = None
+            head = g._head
+            head._next = head._prev = head = None
+            g._head = _Sentinel()
+            g._count = 0
+            g.owner = None
+            g.model = None
+            g._inputs = []
+            g._outputs = []
+            g._initializers = {}
+            g._value_info = {}
+            g._in_vi = {}
+            g._out_vi = []
+            g._inputs_set = None
+        self._graphs_cache = None
+        self._journal = None
+        self._track = None
+        self.graph = Graph("main_graph")
+        self.graph.model = self
 
     def __repr__(self) -> str:
         return f"Model(ir_version={self.ir_version}, opsets={self.opset_imports}, {self.graph!r})"

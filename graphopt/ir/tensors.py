@@ -29,6 +29,10 @@ def _serde():  # noqa: ANN202 - the serde module, imported once (serde imports t
 
 
 _SERDE = None
+# sample_digest: tensors up to this many bytes are hashed whole, bigger ones at _SAMPLES evenly spread slices
+_SAMPLE_ALL = 1 << 16
+_SAMPLES = 64
+_SAMPLE_BYTES = 256
 
 class DataType(enum.IntEnum):
     """ONNX TensorProto.DataType numbers."""
@@ -91,22 +95,30 @@ INT_TYPES = frozenset({
 })
 
 
+_BITS_INT = {int(k): v for k, v in _BITS.items()}
+
+
 def bits_of(dtype: int) -> int:
     """Bits per element of an ONNX data type (0 when unknown or variable, as for strings)."""
-    try:
-        return _BITS.get(DataType(dtype), 0)
-    except ValueError:
-        return 0
+    return _BITS_INT.get(dtype, 0)
+
+
+_NP_DTYPES: dict[int, np.dtype] = {}
 
 
 def numpy_dtype(dtype: int) -> np.dtype:
     """The numpy dtype that holds an ONNX data type (ml_dtypes types for bfloat16, float8, int4...)."""
+    got = _NP_DTYPES.get(dtype)
+    if got is not None:
+        return got
     try:
-        return np.dtype(_NP_OF[DataType(dtype)])
+        got = np.dtype(_NP_OF[DataType(dtype)])
     except (KeyError, ValueError):
         serde = _serde()
 
-        return serde.numpy_dtype_of(dtype)
+        got = serde.numpy_dtype_of(dtype)
+    _NP_DTYPES[int(dtype)] = got
+    return got
 
 
 def dtype_of_numpy(dt: np.dtype) -> int:
@@ -169,7 +181,8 @@ class Tensor:
     treated as immutable: a pass that needs different numbers makes a new Tensor.
     """
 
-    __slots__ = ("_proto", "_array", "_dtype", "_shape", "_ext", "_digest", "_sparse", "_base", "__weakref__")
+    __slots__ = ("_proto", "_array", "_dtype", "_shape", "_ext", "_digest", "_sparse", "_base", "_sample",
+                 "__weakref__")
 
     def __init__(self) -> None:
         self._proto: Any = None  # a TensorProto (or SparseTensorProto when _sparse) as loaded
@@ -178,6 +191,7 @@ class Tensor:
         self._shape: tuple[int, ...] = ()
         self._ext: ExternalRef | None = None
         self._digest: bytes | None = None
+        self._sample: bytes | None = None
         self._sparse = False
         self._base: str | None = None  # folder that external data locations are relative to
 
@@ -292,6 +306,46 @@ class Tensor:
                     h.update(np.ascontiguousarray(arr).tobytes())
             self._digest = h.digest()
         return self._digest
+
+    def content(self) -> Any:
+        """The dense contents as bytes-like (little-endian, as raw_data holds them), or a numpy object array for
+        strings; not cached (a loaded tensor's numbers are not kept decoded for this)."""
+        self._header()
+        if self._array is not None:
+            arr = self._array
+        elif self._proto is not None and not self._sparse and self._ext is None:
+            raw = self._proto.raw_data
+            if raw:
+                return raw
+            arr = self.numpy()
+        else:
+            arr = self.numpy()
+        if arr.dtype == object:
+            return arr
+        return memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+
+    def sample_digest(self) -> Any:
+        """A hash of dtype, shape and a few evenly spread slices of the contents (all of them when small); cached.
+        Equal tensors have equal sample digests; tensors that differ almost always differ here too (compare the
+        bytes to be sure), and for a big tensor this reads a few KiB instead of all of it (external data is
+        memory-mapped: only those pages). A key for this process's dicts, not stable across runs."""
+        s = getattr(self, "_sample", None)
+        if s is None:
+            head = (self.dtype, self.shape, self._sparse)
+            data = self.content()
+            if isinstance(data, np.ndarray):  # strings
+                s = hash((head, tuple(x if isinstance(x, bytes) else str(x) for x in data.flat)))
+            else:
+                n = len(data)
+                if n <= _SAMPLE_ALL:
+                    s = hash((head, bytes(data)))
+                else:
+                    step = n // _SAMPLES
+                    parts = [bytes(data[i * step:i * step + _SAMPLE_BYTES]) for i in range(_SAMPLES)]
+                    parts.append(bytes(data[n - _SAMPLE_BYTES:]))
+                    s = hash((head, b"".join(parts)))
+            self._sample = s
+        return s
 
     def __repr__(self) -> str:
         where = " external" if self.is_external else ""

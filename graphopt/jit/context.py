@@ -6,7 +6,9 @@ the report:
 1. submodule: the registries (passes, fusion rules), filled with the built-in passes and rules and with the passes
    that installed plugins declare in the ``graphopt.passes`` entry-point group;
 2. translators: the table that turns foreign exceptions into graphopt errors;
-3. symbols: the shape-symbol table, seeded from the model's inputs, then symbolic shape inference over the graph;
+3. symbols: the shape-symbol table, bound to the model and seeded from its inputs; shapes are inferred on demand
+   (what a pass asks for, kept current as passes edit the model), or for every value at once with
+   ``infer_symbols=True`` (``graphopt inspect``);
 4. pipeline: the pass list, from preset, config file and flags, with options applied.
 
 All state lives in the context: two contexts can live side by side with different registries.
@@ -66,15 +68,21 @@ class JitContext:
         # breadcrumbs a pass may leave so that its failure names the node and the step
         self.current_node: Node | None = None
         self.current_step: str | None = None
+        # set by the PassManager while a pass runs: what changed since that pass last ran (jit.manager.Changes);
+        # None means "look at everything"
+        self.changes: Any = None
         self.meta: dict[str, Any] = {}
 
     # -- running -----------------------------------------------------------------------------------------------
-    def run_pipeline(self, model: Model, *, on_pass: Any = None, passes: list[Any] | None = None) -> Any:
-        """Run the configured pipeline (or `passes`) on `model` to a fixed point; returns the PipelineRecord."""
+    def run_pipeline(self, model: Model, *, on_pass: Any = None, passes: list[Any] | None = None,
+                     incremental: bool = True) -> Any:
+        """Run the configured pipeline (or `passes`) on `model` to a fixed point; returns the PipelineRecord.
+        `incremental=False` makes every pass look at the whole model in every round (for comparison)."""
         from .manager import PassManager
 
         pm = PassManager(self, self.pipeline if passes is None else passes, max_rounds=self.config.max_rounds,
-                         strict=self.config.strict, verify_each=self.config.verify_each, on_pass=on_pass)
+                         strict=self.config.strict, verify_each=self.config.verify_each, on_pass=on_pass,
+                         incremental=incremental)
         return pm.run(model)
 
     def step(self, name: str) -> InitStep | None:
@@ -90,11 +98,13 @@ class JitContext:
 
 
 def init(model: Model | None = None, config: Any = None, *, plugins: bool = True,
-         entry_points: Iterable[Any] | None = None, builtins: bool = True, infer_symbols: bool = True) -> JitContext:
+         entry_points: Iterable[Any] | None = None, builtins: bool = True,
+         infer_symbols: bool | None = None) -> JitContext:
     """Build a JitContext in four steps: submodule, translators, symbols, pipeline.
 
     `config` is a :class:`~graphopt.pipeline.PipelineConfig` (default: the O2 preset). `entry_points` replaces the
-    installed ``graphopt.passes`` entry points (tests use it); `plugins=False` skips them.
+    installed ``graphopt.passes`` entry points (tests use it); `plugins=False` skips them. Symbols are inferred on
+    demand unless `infer_symbols` is True (every value now) or False (the table is not even bound to the model).
     """
     from ..pipeline import PipelineConfig, resolve
 
@@ -130,12 +140,16 @@ def init(model: Model | None = None, config: Any = None, *, plugins: bool = True
     # 3. symbols --------------------------------------------------------------------------------------------------
     t0 = time.perf_counter()
     details: dict[str, Any] = {}
-    if model is not None:
+    if model is not None and infer_symbols is not False:
         with ctx.translators.guard("infer"):
-            ctx.symbols.seed(model)
             if infer_symbols:
                 details = dict(ctx.symbols.infer(model) or {})
+            else:
+                ctx.symbols.seed(model)
+                details = {"inference": "on demand", "input_symbols": [s.name for s in ctx.symbols.symbols()]}
         summary = ctx.symbols.describe() if hasattr(ctx.symbols, "describe") else "symbol table ready"
+    elif model is not None:
+        summary = "symbol inference off"
     else:
         summary = "no model yet: empty symbol table"
     ctx._record(3, "symbols", summary, details, t0)

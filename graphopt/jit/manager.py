@@ -6,6 +6,15 @@ layer) and plug in through the context's registry, like third-party passes do.
 A pass mutates the model in place through the IR's methods and returns an honest :class:`PassResult`. The manager
 times each pass, counts the nodes it removed, added and rewrote (the IR tracks them), rolls a failing pass back
 through the IR's journal (no graph clone), records the failure and goes on, unless the pipeline is strict.
+
+Rounds after the first cost what changed, not the size of the model: the manager follows the model's
+:class:`~graphopt.ir.core.ChangeLog` and tells each pass, through ``ctx.changes`` (a :class:`Changes`), which nodes
+changed since that pass last ran (edited, added, or next to a removal, and those whose inferred shapes changed);
+a pass that can limits its work to them. When a pass declares ``uses_symbols``, the context's shape symbols are
+inferred for the whole model once, before the first pass (every pass then sees the closure of the unifications
+the graph forces); a later unification anywhere makes every pass look at everything again. The cyclic garbage
+collector is paused for the whole run (it would rescan the big, long-lived model again and again); the IR's
+invariants are checked after a pass only with ``verify_each``.
 """
 
 from __future__ import annotations
@@ -19,15 +28,67 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import GraphoptError, PassError
-from ..ir.core import ChangeTracker, Model, Node
+from ..ir.core import ChangeLog, ChangeTracker, Model, Node
 from ..ir.verify import verify
 
 if TYPE_CHECKING:
     from .context import JitContext
 
-log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
 
 KINDS = ("cleanup", "folding", "fusion", "analysis")
+
+
+class Changes:
+    """What changed in the model since a pass last ran, for a pass that limits its work to it.
+
+    ``full``: the pass has not run on this model yet in this pipeline, or something changed everywhere (a new
+    unification of shape symbols): look at everything. Else ``nodes`` holds every node added or edited since
+    (inputs, attributes, names), every node next to a change (the producer of a value that lost a reader, the few
+    readers left), and every node whose inferred shapes changed; some may have been removed since
+    (:meth:`alive` skips them); ``values`` holds the initializers added, given another tensor or left with a
+    reader less. A pass whose decision at a node depends only on the node, its inputs' producers
+    and its inferred facts finds every new opportunity among these nodes and the readers of their outputs
+    (:meth:`frontier`).
+    """
+
+    __slots__ = ("full", "nodes", "values")
+
+    def __init__(self, full: bool = True, nodes: dict[Node, None] | None = None):
+        self.full = full
+        self.nodes: dict[Node, None] = nodes if nodes is not None else {}
+        self.values: dict[Any, None] = {}  # initializers added, given another tensor, or with a reader less
+
+    def alive(self) -> list[Node]:
+        """The changed nodes still in a live graph of the model."""
+        return [n for n in self.nodes if _attached(n)]
+
+    def frontier(self) -> dict[Node, None]:
+        """The live changed nodes and the live readers of their outputs (subgraph readers included)."""
+        out: dict[Node, None] = {}
+        for n in self.nodes:
+            if not _attached(n):
+                continue
+            out[n] = None
+            for v in n._outputs:
+                for u, _ in v._uses:
+                    out[u] = None
+        return {n: None for n in out if _attached(n)}
+
+    def __repr__(self) -> str:
+        return "Changes(full)" if self.full else f"Changes({len(self.nodes)} nodes)"
+
+
+def _attached(n: Node) -> bool:
+    """`n` is in a graph that is part of its model (every owner up the chain alive)."""
+    while True:
+        g = n.graph
+        if g is None or n._erased:
+            return False
+        o = g.owner
+        if o is None:
+            return g.model is not None and g.model.graph is g
+        n = o
 
 
 @dataclass
@@ -63,6 +124,8 @@ class Pass:
     kind: ClassVar[str] = "cleanup"
     summary: ClassVar[str] = ""
     presets: ClassVar[frozenset[str]] = frozenset()
+    # the pass asks ctx.symbols for shapes: the manager infers them for the whole model before the first pass
+    uses_symbols: ClassVar[bool] = False
 
     def run(self, model: Model, ctx: JitContext) -> PassResult:
         raise NotImplementedError
@@ -118,6 +181,8 @@ class PipelineRecord:
     nodes_after: int = 0
     warnings: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    symbols_seconds: float = 0.0  # inferring every value's shape before the first pass (see Pass.uses_symbols)
+    bookkeeping_seconds: float = 0.0  # after each pass: what it changed, handed on; the symbols caught up with it
 
     def summary_by_pass(self) -> dict[str, dict[str, Any]]:
         """Per pass name: total time, removed, added, rewritten, runs, whether it was ever rolled back."""
@@ -140,6 +205,7 @@ class PipelineRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {"rounds": self.rounds, "converged": self.converged, "seconds": self.seconds,
+                "symbols_seconds": self.symbols_seconds, "bookkeeping_seconds": self.bookkeeping_seconds,
                 "nodes_before": self.nodes_before, "nodes_after": self.nodes_after,
                 "warnings": list(self.warnings), "failed": list(self.failed),
                 "runs": [r.to_dict() for r in self.passes]}
@@ -150,7 +216,7 @@ class PassManager:
 
     def __init__(self, ctx: JitContext, passes: Sequence[Pass], *, max_rounds: int = 8, strict: bool = False,
                  verify_each: bool = False, on_pass: Callable[[str, int], None] | None = None,
-                 fixed_point: bool = True):
+                 fixed_point: bool = True, incremental: bool = True):
         self.ctx = ctx
         self.passes = list(passes)
         self.fixed_point = fixed_point  # False: one round, by request (no "did not converge" warning)
@@ -158,13 +224,38 @@ class PassManager:
         self.strict = strict
         self.verify_each = verify_each
         self.on_pass = on_pass
+        # False: every pass looks at the whole model in every round (what incremental runs must equal; tests)
+        self.incremental = incremental
 
     def run(self, model: Model) -> PipelineRecord:
         rec = PipelineRecord(nodes_before=model.num_nodes())
         t0 = time.perf_counter()
         disabled: set[str] = set()
         rnd = 0
-        if self.passes:
+        if not self.passes:
+            rec.seconds = time.perf_counter() - t0
+            rec.nodes_after = rec.nodes_before
+            return rec
+        ctx = self.ctx
+        gc_was = gc.isenabled()
+        # Passes allocate many small objects and free most by reference counting; the cyclic collector would only
+        # rescan the (large, long-lived) model again and again, between passes as much as inside them.
+        gc.disable()
+        clog = model.watch()
+        self._clog: ChangeLog | None = clog
+        symbols = getattr(ctx, "symbols", None)
+        self._symbols = symbols if symbols is not None and hasattr(symbols, "take_changed") else None
+        # what changed since each pass last ran (none has yet: everything is new)
+        self._pending: dict[str, Changes] = {p.name: Changes(full=True) for p in self.passes}
+        try:
+            if self._symbols is not None and any(getattr(p, "uses_symbols", False) for p in self.passes):
+                ts = time.perf_counter()
+                with ctx.translators.guard("infer"):
+                    self._symbols.complete(model)
+                self._symbols.take_changed()
+                rec.symbols_seconds = time.perf_counter() - ts
+            self._epoch = self._symbols.epoch if self._symbols is not None else 0
+            clog.take()
             while True:
                 rnd += 1
                 any_change = False
@@ -173,7 +264,20 @@ class PassManager:
                         continue
                     if self.on_pass is not None:
                         self.on_pass(p.name, rnd)
-                    r = self._run_one(p, model, rnd)
+                    ctx.changes = self._pending[p.name]
+                    self._pending[p.name] = Changes(full=not self.incremental)
+                    sym = self._symbols
+                    if sym is not None:
+                        sym.defer_sync = True  # the pass's own edits are caught up with once, after it
+                    try:
+                        r = self._run_one(p, model, rnd)
+                    finally:
+                        ctx.changes = None
+                        if sym is not None:
+                            sym.defer_sync = False
+                    tb = time.perf_counter()
+                    self._collect(model)
+                    rec.bookkeeping_seconds += time.perf_counter() - tb
                     rec.passes.append(r)
                     if r.rolled_back:
                         disabled.add(p.name)
@@ -181,7 +285,7 @@ class PassManager:
                         msg = (f"pass {p.name!r} failed and was rolled back: "
                                f"{(r.error or {}).get('message', '')}")
                         rec.warnings.append(msg)
-                        log.warning(msg)
+                        _log.warning(msg)
                     any_change = any_change or r.changed
                 if not any_change or not self.fixed_point:
                     break
@@ -190,12 +294,55 @@ class PassManager:
                     msg = (f"the pipeline did not reach a fixed point in {self.max_rounds} rounds "
                            f"(raise it with --max-rounds)")
                     rec.warnings.append(msg)
-                    log.warning(msg)
+                    _log.warning(msg)
                     break
+        finally:
+            model.unwatch(clog)
+            self._clog = None
+            if gc_was:
+                gc.enable()
         rec.rounds = rnd
         rec.seconds = time.perf_counter() - t0
         rec.nodes_after = model.num_nodes()
         return rec
+
+    def _collect(self, model: Model) -> None:
+        """After a pass: hand what it changed (and the shape facts that changed with it) to every pass's next
+        run."""
+        clog = self._clog
+        assert clog is not None
+        changed: dict[Node, None] = dict.fromkeys(clog.nodes)
+        changed.update(clog.nearby)
+        values = dict(clog.values)
+        clog.take()
+        sym = self._symbols
+        if sym is not None and getattr(sym, "_model", None) is model and changed:
+            with self.ctx.translators.guard("infer"):
+                sym.ensure(model)  # recompute what the edits touched: facts that changed name their nodes
+            clog.take()  # (inference does not edit the model; nothing of its own to hand on)
+        # nodes the pass removed for good (its journal is closed): free them now, not in a collector's pass
+        for n in changed:
+            if n.graph is None and n._erased and not n._subgraphs:
+                n._release()
+        full = False
+        if sym is not None and getattr(sym, "_model", None) is model:
+            for n in sym.take_changed():
+                changed[n] = None
+            if sym.epoch != self._epoch:
+                self._epoch = sym.epoch
+                full = True
+        if not changed and not values and not full:
+            return
+        for ch in self._pending.values():
+            if ch.full:
+                continue
+            if full:
+                ch.full = True
+                ch.nodes = {}
+                ch.values = {}
+            else:
+                ch.nodes.update(changed)
+                ch.values.update(values)
 
     def _run_one(self, p: Pass, model: Model, rnd: int) -> PassRecord:
         ctx = self.ctx
@@ -206,8 +353,7 @@ class PassManager:
         ctx.current_node = None
         ctx.current_step = None
         t = time.perf_counter()
-        # A pass allocates many small objects and frees most by reference counting; the cyclic collector would
-        # only rescan the (large, long-lived) model again and again. It runs again between passes.
+        # (the cyclic collector is paused: see run(); a pass run on its own pauses it here)
         gc_was = gc.isenabled()
         gc.disable()
         try:
@@ -222,7 +368,7 @@ class PassManager:
                                     pass_name=p.name)
                 mutated = model.mutations != m0
                 if mutated != res.changed:
-                    log.warning("pass %r reported changed=%s but %s the model", p.name, res.changed,
+                    _log.warning("pass %r reported changed=%s but %s the model", p.name, res.changed,
                                 "mutated" if mutated else "did not mutate")
         except (KeyboardInterrupt, SystemExit):
             model.rollback(journal)

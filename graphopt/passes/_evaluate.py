@@ -350,30 +350,38 @@ def _f_slice(node: Node, args: list[Arg | None], opset: int, mx: int) -> list[np
     return [data.numpy()[tuple(sl)]]
 
 
-def _binary_ints(node: Node, args: list[Arg | None], mx: int) -> tuple[np.ndarray, np.ndarray]:
+def _binary_ints(node: Node, args: list[Arg | None], mx: int,
+                 allowed: frozenset[int] = _NP_INTS) -> tuple[np.ndarray, np.ndarray]:
     a, b = _need(args, 0), _need(args, 1)
-    _same_dtype([a, b], _NP_INTS)
+    _same_dtype([a, b], allowed)
     _broadcast([a.shape, b.shape], mx)
     return a.numpy(), b.numpy()
 
 
+# Add, Sub, Mul and Div on float32/float64 too: IEEE 754 rounds each of them correctly, so numpy and onnxruntime
+# give the same bits (no fused operations across nodes; float16 is left to onnxruntime).
+_ARITH_DT = _NP_INTS | _NP_FLOATS
+
+
 def _f_add(node: Node, args: list[Arg | None], opset: int, mx: int) -> list[np.ndarray]:
-    x, y = _binary_ints(node, args, mx)
+    x, y = _binary_ints(node, args, mx, _ARITH_DT)
     return [np.asarray(np.add(x, y), dtype=x.dtype)]
 
 
 def _f_sub(node: Node, args: list[Arg | None], opset: int, mx: int) -> list[np.ndarray]:
-    x, y = _binary_ints(node, args, mx)
+    x, y = _binary_ints(node, args, mx, _ARITH_DT)
     return [np.asarray(np.subtract(x, y), dtype=x.dtype)]
 
 
 def _f_mul(node: Node, args: list[Arg | None], opset: int, mx: int) -> list[np.ndarray]:
-    x, y = _binary_ints(node, args, mx)
+    x, y = _binary_ints(node, args, mx, _ARITH_DT)
     return [np.asarray(np.multiply(x, y), dtype=x.dtype)]
 
 
 def _f_div(node: Node, args: list[Arg | None], opset: int, mx: int) -> list[np.ndarray]:
-    x, y = _binary_ints(node, args, mx)
+    x, y = _binary_ints(node, args, mx, _ARITH_DT)
+    if x.dtype.kind == "f":
+        return [np.asarray(np.true_divide(x, y), dtype=x.dtype)]  # x/0 is +-inf or nan, as in onnxruntime
     if np.any(y == 0):
         raise _Refuse  # integer division by zero is undefined: leave it to the runtime
     if x.dtype.kind == "i" and np.any((y == -1) & (x == np.iinfo(x.dtype).min)):

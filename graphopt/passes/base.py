@@ -3,6 +3,7 @@ here, where pass authors look for them: ``from graphopt.passes.base import Pass,
 
 from ..jit.manager import (
     KINDS,
+    Changes,
     OptionInfo,
     Pass,
     PassManager,
@@ -12,4 +13,4 @@ from ..jit.manager import (
     option,
 )
 
-__all__ = ["KINDS", "OptionInfo", "Pass", "PassManager", "PassRecord", "PassResult", "PipelineRecord", "option"]
+__all__ = ["KINDS", "Changes", "OptionInfo", "Pass", "PassManager", "PassRecord", "PassResult", "PipelineRecord", "option"]

@@ -13,10 +13,12 @@ by identity). Equal tensors found by digest are compared byte for byte before an
 tensor attributes and initializers; inside subgraph keys the 128-bit digest is trusted).
 
 Initializers that are constants (:meth:`Value.is_constant`: IR>=4 initializers listed as inputs are overridable and
-never merged) with the same dtype, shape and bytes are merged too. An initializer is read and hashed only when
-another one in scope shares its dtype and shape (tensor attributes, as of Constant nodes, are hashed when another
-node shares the node's op and inputs), and a tensor larger than `max-tensor-bytes` is never read for this: on a
-model with external data, hashing means reading (memory-mapping) the data files.
+never merged) with the same dtype, shape and bytes are merged too. An initializer is read only when another one
+in scope shares its dtype and shape, and then first through a sample digest (a few KiB of a big tensor, see
+:meth:`Tensor.sample_digest`); all its bytes are compared only against a tensor with the same sample, and never
+kept decoded (tensor attributes, as of Constant nodes, are hashed when another node shares the node's op and
+inputs). A tensor larger than `max-tensor-bytes` is never read for this: on a model with external data, reading
+means memory-mapping the data files.
 
 Never merged: non-deterministic ops (RandomNormal, RandomUniform, their *Like forms, Multinomial, Bernoulli, and
 anything named *Dropout* or *Random*), nodes whose subgraphs contain one, and nodes of domains whose ops we do not
@@ -34,6 +36,11 @@ than adding an Identity.
 One walk, one hash-table lookup per node. Keys are two-level: a cheap key (op, inputs, arity) first, and the
 attribute encoding only when two nodes share the cheap key, so most nodes never have their attributes decoded.
 Merging rewires the readers before they are visited, so chains of duplicates collapse in the same walk.
+
+In a later run of the pipeline (``ctx.changes`` says what changed since this pass last ran) only the changed nodes
+and the nodes that could equal them are keyed: a node equal to a changed one reads the same values, so it is a
+reader of the changed node's least-read input. The walk stays in graph order (the earlier node is kept); only the
+new or changed initializers are compared with the others. Models with subgraphs are walked whole.
 """
 
 from __future__ import annotations
@@ -133,15 +140,19 @@ def tensor_key(t: Tensor, max_bytes: int) -> tuple | None:
 
 
 def same_tensor_bytes(a: Tensor, b: Tensor) -> bool:
-    """Byte-for-byte equality of two tensors' contents (NaNs with the same bits are equal)."""
+    """Byte-for-byte equality of two tensors' contents (NaNs with the same bits are equal). Cheap keys first
+    (dtype, shape, the sample digest); the bytes are read for this comparison only, never kept decoded."""
     if a is b:
         return True
     if a.dtype != b.dtype or a.shape != b.shape or a.is_sparse != b.is_sparse:
         return False
-    x, y = a.numpy(), b.numpy()
-    if x.dtype == object or y.dtype == object:
+    if a.sample_digest() != b.sample_digest():
+        return False
+    x, y = a.content(), b.content()
+    if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+        x, y = np.asarray(x), np.asarray(y)
         return x.shape == y.shape and all(p == q for p, q in zip(x.flat, y.flat))
-    return x.shape == y.shape and np.ascontiguousarray(x).tobytes() == np.ascontiguousarray(y).tobytes()
+    return len(x) == len(y) and x == y
 
 
 class KeyMaker:
@@ -351,7 +362,12 @@ class CommonSubexpressionElimination(Pass):
 
     def run(self, model: Model, ctx: Any) -> PassResult:
         w = _Walker(model, ctx, KeyMaker(FunctionPurity(model), int(self.max_tensor_bytes)))
-        w.walk(model.graph)
+        changes = getattr(ctx, "changes", None)
+        try:
+            if changes is None or changes.full or not w.walk_changed(changes):
+                w.walk(model.graph)
+        finally:
+            w.close()
         ctx.current_node = None
         ctx.current_step = None
         return PassResult.of(nodes_merged=w.nodes_merged, initializers_merged=w.inits_merged)
@@ -367,12 +383,62 @@ class _Walker:
         self.tensors = ScopedTable(self._tensor_full_key)
         self.nodes_merged = 0
         self.inits_merged = 0
+        self._exact: dict[Hashable, Value] = {}
+        self._pure: dict[tuple[str, str, str], bool] = {}
+
+    def close(self) -> None:
+        """Drop the tables (they refer back to the walker: without this only the cyclic GC would free them)."""
+        self.nodes = self.tensors = None  # type: ignore[assignment]
+        self._exact = {}
 
     def _node_full_key(self, n: Node) -> Hashable | None:
         return self.keys.attrs_key(n)
 
     def _tensor_full_key(self, v: Value) -> Hashable | None:
-        return tensor_key(v.const, self.keys.max_tensor_bytes)  # type: ignore[arg-type]
+        t = v.const
+        assert t is not None
+        mb = self.keys.max_tensor_bytes
+        if mb >= 0 and t.nbytes > mb:
+            return None
+        return t.sample_digest()
+
+    def walk_changed(self, changes: Any) -> bool:
+        """Look only at what `changes` can have made equal (see the module docs); False (nothing done) when the
+        model has subgraphs or the changes are inside one: then the whole walk runs."""
+        g = self.model.graph
+        zero_input = False
+        cand: dict[Node, None] = {}
+        for n in changes.nodes:
+            if n.graph is not g or n._erased:
+                if n.graph is not None and not n._erased:
+                    return False  # a change inside a subgraph
+                continue
+            if n._subgraphs:
+                return False
+            cand[n] = None
+            best = None
+            for v in n._inputs:
+                if v is not None and (best is None or len(v._uses) < len(best._uses)):
+                    best = v
+            if best is None:
+                zero_input = True
+                continue
+            for u, _ in best._uses:
+                if u.graph is g:
+                    cand[u] = None
+        order = []
+        for n in g:
+            if n._subgraphs:
+                return False
+            if n in cand or (zero_input and not any(v is not None for v in n._inputs)):
+                order.append(n)
+        self.ctx.current_step = "initializers"
+        self._initializers(g, only=[v for v in changes.values if v._graph is g and v.producer is None])
+        self.ctx.current_step = "nodes"
+        for n in order:
+            if n.graph is g and not n._erased:
+                self._visit(n)
+        return True
 
     def walk(self, g: Graph, *, top: bool = True) -> None:
         if not top:
@@ -392,39 +458,73 @@ class _Walker:
             self.nodes.pop()
 
     # -- initializers ------------------------------------------------------------------------------------------
-    def _initializers(self, g: Graph) -> None:
+    def _initializers(self, g: Graph, only: list[Value] | None = None) -> None:
         inits = list(g.initializers.values())
         if not inits:
             return
-        inputs = set(g.inputs)
+        if only is not None:
+            # later runs: the new or changed initializers against every one sharing their dtype and shape
+            news = {v: None for v in only if g._initializers.get(v._name) is v}  # type: ignore[arg-type]
+            if not news:
+                return
+            keys = {(v.const.dtype, v.const.shape, v.const.is_sparse) for v in news}  # type: ignore[union-attr]
+            inits = [v for v in inits if v in news or (v.const.dtype, v.const.shape,  # type: ignore[union-attr]
+                                                      v.const.is_sparse) in keys]  # type: ignore[union-attr]
+        inputs = set(g._inputs)
+        overridable = g.owner is None and (self.model.ir_version >= 4)
         for v in inits:
-            t = v.const
+            t = v._const
             assert t is not None
-            if not v.is_constant() or (g.owner is not None and v in inputs):
+            if v in inputs and (overridable or g.owner is not None):
                 continue  # an overridable default (IR>=4 input) or positional subgraph plumbing
-            hit = self.tensors.find_or_add((t.dtype, t.shape, t.is_sparse), v)
+            cheap = (t.dtype, t.shape, t._sparse)
+            hit = self.tensors.find_or_add(cheap, v)
+            if hit is not None and not same_tensor_bytes(hit.const, t):
+                # the same sample, other bytes: tell them apart by their full digests from now on
+                hit = self._exact_match(g, cheap, hit, v)
             if hit is None:
                 continue
             if v.is_graph_output():
                 continue  # its name is interface; keeping it costs nothing an Identity would not
-            if not same_tensor_bytes(hit.const, t):
-                continue  # a digest collision: not equal after all
             v.replace_all_uses_with(hit)
             g.remove_initializer(v)
             if v in inputs:
                 g.remove_input(v)  # IR<4 plumbing (checked above: a constant listed as an input)
             self.inits_merged += 1
 
+    def _exact_match(self, g: Graph, cheap: Hashable, first: Value, v: Value) -> Value | None:
+        """For tensors whose sample digests agree but bytes do not: an earlier equal tensor of the same graph by
+        full digest (bytes compared), or None (and `v` is remembered)."""
+        table = self._exact
+        t = v.const
+        assert t is not None and first.const is not None
+        if first.graph is g:
+            table.setdefault((g, cheap, first.const.digest()), first)
+        key = (g, cheap, t.digest())
+        hit = table.get(key)
+        if hit is not None and same_tensor_bytes(hit.const, t):
+            return hit
+        table.setdefault(key, v)
+        return None
+
     # -- nodes -------------------------------------------------------------------------------------------------
     def _visit(self, n: Node) -> None:
-        outs = n.outputs
+        outs = n._outputs
         if not outs:
             return  # a node with no outputs exists for an effect: keep every one
         op, dom, ov = n.op_type, n.domain, n.overload
-        if not self.purity.op_is_pure(dom, op, ov):
+        pure = self._pure.get((dom, op, ov))
+        if pure is None:
+            pure = self._pure[(dom, op, ov)] = self.purity.op_is_pure(dom, op, ov)
+        if not pure:
             return
-        keys = self.keys
-        cheap = (op, _domain(dom), ov, keys.inputs_key(n, None), keys.outputs_key(n))
+        ins = n._inputs
+        if not ins or (ins[-1] is not None and (len(ins) != 2 or op not in _COMMUTATIVE)):
+            ik: Hashable = tuple(ins)  # the common case of KeyMaker.inputs_key
+        else:
+            ik = self.keys.inputs_key(n, None)
+        ok: Hashable = bool(outs[0]._name) if len(outs) == 1 else tuple(bool(v._name) for v in outs)
+        cheap = (op, _domain(dom), ov, ik, ok)
         first = self.nodes.find_or_add(cheap, n)
         if first is None:
             return

@@ -24,6 +24,11 @@ Liveness is decided in one reverse walk per graph: a node is visited after every
 read it, and a node that owns subgraphs is cleaned inside before it is decided on. When a removal leaves a producer
 unread, the producer is removed at once through a worklist, so the result does not depend on the walk order and
 nothing is ever swept twice: the work is linear in the size of the model.
+
+In a later run of the pipeline (the pass manager says what changed since this pass last ran: ``ctx.changes``) only
+the nodes and initializers next to a change are looked at: a node becomes dead only when its last reader goes, and
+the IR names the producer of every value that loses a reader. Functions and opset imports are looked at again only
+when nodes went and the model has functions or imports beyond the default domain.
 """
 
 from __future__ import annotations
@@ -69,6 +74,9 @@ class DeadCodeElimination(Pass):
     presets: ClassVar[frozenset[str]] = frozenset({"O1", "O2", "O3"})
 
     def run(self, model: Model, ctx: Any) -> PassResult:
+        changes = getattr(ctx, "changes", None)
+        if changes is not None and not changes.full:
+            return self._run_changed(model, ctx, changes)
         ctx.current_step = "nodes"
         sweeper = _Sweeper(ctx)
         nodes = sweeper.sweep(model.graph)
@@ -84,6 +92,28 @@ class DeadCodeElimination(Pass):
                              loop_outputs_removed=sweeper.loop_outputs, initializers_removed=inits, inputs_removed=inputs,
                              value_info_removed=vis, functions_removed=funcs, opsets_removed=opsets)
 
+    def _run_changed(self, model: Model, ctx: Any, changes: Any) -> PassResult:
+        """Only what the changes since the last run can have made dead (see the module docs)."""
+        ctx.current_step = "nodes"
+        sw = _Sweeper(ctx)
+        went = False
+        for n in changes.nodes:
+            if not attached(n):
+                went = True  # removed since: its domain may be unused now
+                continue
+            if sw._try_remove(n):
+                sw._drain()
+        ctx.current_node = None
+        ctx.current_step = "initializers"
+        inits, inputs = _drop_initializers(model, [*changes.values, *sw.read_inits])
+        funcs = opsets = 0
+        if (went or sw.removed) and (model.functions or any(d not in ("", "ai.onnx") for d in model.opset_imports)):
+            ctx.current_step = "functions and opsets"
+            funcs, opsets = _drop_functions_and_opsets(model)
+        ctx.current_step = None
+        return PassResult.of(nodes_removed=sw.removed, initializers_removed=inits, inputs_removed=inputs,
+                             functions_removed=funcs, opsets_removed=opsets)
+
 
 class _Sweeper:
     """The node part of DCE: a reverse walk per graph plus a worklist of producers that removals left unread."""
@@ -94,6 +124,7 @@ class _Sweeper:
         self.if_outputs = 0
         self.loop_outputs = 0
         self.work: list[Node] = []
+        self.read_inits: list[Any] = []  # initializers the removed nodes read (they may be unused now)
 
     def sweep(self, graph: Graph) -> int:
         self._graph(graph)
@@ -102,9 +133,16 @@ class _Sweeper:
     def _graph(self, g: Graph) -> None:
         # A snapshot: the worklist may remove nodes we have not reached yet; they are skipped below.
         for n in list(g.reversed()):
-            if not n.is_alive:
+            if n._erased:
                 continue
-            if self._try_remove(n):
+            outs = n._outputs
+            dead = bool(outs)  # a node with no outputs exists only for an effect we cannot see: it stays
+            for v in outs:
+                if v._uses or v._out_graphs:
+                    dead = False  # read: it stays (the common case, decided without a call)
+                    break
+            if dead:
+                self._try_remove(n)
                 self._drain()
                 continue
             subs = n.subgraphs()
@@ -207,8 +245,11 @@ class _Sweeper:
         self.removed += 1
         for v in read:
             p = v.producer
-            if p is not None and not v.is_used():
-                self.work.append(p)
+            if p is not None:
+                if not v.is_used():
+                    self.work.append(p)
+            elif v._const is not None:
+                self.read_inits.append(v)
         return True
 
     def _drain(self) -> None:
@@ -240,13 +281,27 @@ def _live_values(body: Graph, outputs: list[Value]) -> set[Value]:
     return live
 
 
-def _drop_initializers(model: Model) -> tuple[int, int]:
-    """Remove unread initializers in every graph; returns (initializers removed, graph inputs removed)."""
+def _drop_initializers(model: Model, only: Any = None) -> tuple[int, int]:
+    """Remove unread initializers in every graph (or among `only`); returns (initializers removed, graph inputs
+    removed)."""
     n_inits = n_inputs = 0
-    for g in model.graph.all_graphs():
+    if only is None:
+        groups = [(g, [v for v in g.initializers.values() if not v.is_used()]) for g in model.graph.all_graphs()]
+    else:
+        by_graph: dict[Graph, dict[Any, None]] = {}
+        for v in only:
+            g = v._graph
+            if g is None or v.is_used() or g._initializers.get(v._name) is not v:
+                continue
+            if g is not model.graph and (g.owner is None or not attached(g.owner)):
+                continue  # a graph that left the model
+            by_graph.setdefault(g, {})[v] = None
+        groups = [(g, list(vs)) for g, vs in by_graph.items()]
+    for g, dead in groups:
+        if not dead:
+            continue
         inputs = g.inputs
-        input_set = set(inputs) if g.initializers else set()
-        dead = [v for v in g.initializers.values() if not v.is_used()]
+        input_set = set(inputs)
         for v in dead:
             if v in input_set:
                 # IR>=4: an initializer listed as an input is an overridable default (interface). IR<4: every

@@ -172,16 +172,24 @@ class _Folder:
 
     # -- 1. the walk ---------------------------------------------------------------------------------------------
     def _walk(self, g: Graph) -> None:
+        ctx = self.ctx
+        args, pending = self.args, self.pending
         for n in g:
-            self.ctx.current_node = n
             if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
+                ctx.current_node = n
                 self._visit_constant(n)
-            elif n.subgraphs():
+            elif n._subgraphs:
+                ctx.current_node = n
                 # not folded itself (see the module docs); its bodies may read the constants known so far
-                for sg in n.subgraphs():
+                for sg in n._subgraphs:
                     self._walk(sg)
             else:
-                self._visit(n)
+                for v in n._inputs:  # (most nodes read a value that is not constant: _visit would say so)
+                    if v is not None and v._const is None and v not in args and v not in pending:
+                        break
+                else:
+                    ctx.current_node = n
+                    self._visit(n)
 
     def _visit_constant(self, n: Node) -> None:
         t = constant_tensor(n)
@@ -208,6 +216,11 @@ class _Folder:
         return False
 
     def _visit(self, n: Node) -> None:
+        # Keeps nodes reading a value that is not constant (most nodes: decided first, and cheaply).
+        args, pending = self.args, self.pending
+        for v in n._inputs:
+            if v is not None and v._const is None and v not in args and v not in pending:
+                return
         # Keeps custom-domain ops (their meaning is unknown) and non-deterministic ops.
         if n.domain not in STANDARD_DOMAINS or n.op_type in NONDETERMINISTIC:
             return

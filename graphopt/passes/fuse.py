@@ -2,6 +2,10 @@
 
 At -O2 it runs the portable rules (standard ONNX ops, exact math); the O3 preset sets ``level = "aggressive"``,
 which adds the runtime-specific rules (onnxruntime contrib ops). ``rules`` / ``skip-rules`` pick rules by name.
+
+In a later run of the pipeline (``ctx.changes``) each rule is tried first only where a change can have made it match
+(below the changed nodes, through its pattern's op types, as deep as its pattern reaches: see
+:func:`~graphopt.rewrite.driver.change_seeds`), not at every node of the model.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError
 from ..ir.core import Model
-from ..rewrite.driver import DEFAULT_MAX_REWRITES, rewrite_model
+from ..rewrite.driver import DEFAULT_MAX_REWRITES, change_seeds, rewrite_model
 from ..rewrite.rule import LEVELS, Rule
 from ._opsets import upgrade, upgrade_blockers
 from .base import Pass, PassResult, option
@@ -31,6 +35,7 @@ class Fuse(Pass):
     kind: ClassVar[str] = "fusion"
     summary: ClassVar[str] = "fuse op sequences (Conv+BN, MatMul+Add, LayerNorm, Gelu, ...) with rewrite rules"
     presets: ClassVar[frozenset[str]] = frozenset({"O2", "O3"})
+    uses_symbols: ClassVar[bool] = True
     # options a preset implies (graphopt.pipeline applies them before the user's own)
     preset_options: ClassVar[dict[str, dict[str, Any]]] = {"O3": {"level": "aggressive"}}
 
@@ -68,7 +73,13 @@ class Fuse(Pass):
     def run(self, model: Model, ctx: JitContext) -> PassResult:
         rules = self.selected_rules(ctx)
         raised = self._raise_opset(model)
-        st = rewrite_model(model, rules, jit=ctx, max_rewrites=self.max_rewrites)
+        seeds = None
+        changes = getattr(ctx, "changes", None)
+        if changes is not None and not changes.full and not raised:  # a raised opset may let any rule match
+            seeds = change_seeds(changes, rules)
+            if all(sd is not None and not sd for sd in seeds.values()):
+                return PassResult(changed=False)
+        st = rewrite_model(model, rules, jit=ctx, max_rewrites=self.max_rewrites, seeds=seeds)
         stats: dict[str, int] = {"rewrites": st.rewrites} if st.rewrites else {}
         if raised:
             stats["opset_raised"] = 1

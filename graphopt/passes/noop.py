@@ -20,6 +20,10 @@ output names), then the node is removed once nothing reads it. Cases:
 
 An Identity whose output is a graph output that its input cannot take over (a graph input, an outer value, a value
 that is already an output) is left alone: removing it would make the IR re-create it.
+
+Every case decides from the node, its inputs and their producers (up to a chain of reshape-like ops) and inferred
+shapes. In a later run of the pipeline (``ctx.changes``: what changed since this pass last ran) only the changed
+nodes, the readers of their outputs, and the reshape-like chains below those are looked at, in graph order.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import numpy as np
 
 from ..ir.constants import constant_value
 from ..ir.core import Node, Value
-from ..ir.tensors import DataType
+from ..ir.tensors import DataType, numpy_dtype
 from .base import Pass, PassResult
 
 if TYPE_CHECKING:
@@ -57,14 +61,20 @@ class EliminateNoops(Pass):
     summary: ClassVar[str] = "remove ops that return their input unchanged; collapse Transpose/Reshape/Cast chains"
     presets: ClassVar[frozenset[str]] = frozenset({"O1", "O2", "O3"})
 
+    uses_symbols: ClassVar[bool] = True
+
     def run(self, model: Model, ctx: JitContext) -> PassResult:
         counts: collections.Counter[str] = collections.Counter()
+        changes = getattr(ctx, "changes", None)
+        only = None if changes is None or changes.full else _candidates(changes)
+        if only is not None and not only:
+            return PassResult.of()
         for g in list(model.graph.all_graphs()):
             for n in g:  # topological order: a chain's head is simplified before its tail looks at it
                 if n.domain not in ("", "ai.onnx"):
                     continue
                 cases = _CASES.get(n.op_type)
-                if not cases:
+                if not cases or (only is not None and n not in only):
                     continue
                 ctx.current_node = n
                 for _ in range(_RETRIES):
@@ -80,6 +90,23 @@ class EliminateNoops(Pass):
                         break
         ctx.current_node = None
         return PassResult.of(**counts)
+
+
+def _candidates(changes: Any) -> dict[Node, None]:
+    """The nodes a case may newly apply to after `changes`: the changed nodes, the readers of their outputs, and
+    the reshape-like readers below those, as deep as reshape_back looks."""
+    out = changes.frontier()
+    work = [(n, 0) for n in out if n.op_type in _RESHAPE_LIKE]
+    while work:
+        n, d = work.pop()
+        if d >= _CHAIN_DEPTH:
+            continue
+        for v in n._outputs:
+            for u, _ in v._uses:
+                if u.op_type in _RESHAPE_LIKE and u not in out:
+                    out[u] = None
+                    work.append((u, d + 1))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -572,6 +599,41 @@ def _try_split_one(node: Node, ctx: JitContext) -> bool:
 
 
 _NEUTRAL = {"Add": 0, "Sub": 0, "Mul": 1, "Div": 1, "Pow": 1, "And": True, "Or": False}
+
+
+def _first_is(v: Value, k: int) -> bool:
+    """A cheap necessary condition for `v` to be a small constant all equal to `k`: its first element is `k`
+    (read from the stored bytes; the tensor is not decoded)."""
+    t = constant_value(v)
+    if t is None or t.is_sparse:
+        return False
+    size = t.size
+    if size == 0 or size > _MAX_CONST:
+        return False
+    try:
+        if not t.is_loaded:
+            data = t.content()
+            if isinstance(data, np.ndarray):
+                return False
+            pats = _NEUTRAL_BYTES.get((t.dtype, k))
+            if pats is None:
+                dt = numpy_dtype(t.dtype)
+                if dt == object:
+                    return False
+                one = np.array(k, dtype=dt.newbyteorder("<"))
+                # -0.0 is a neutral 0 too; booleans have no negation
+                pats = _NEUTRAL_BYTES[(t.dtype, k)] = (
+                    {one.tobytes()} if dt == np.bool_ else {one.tobytes(), (-one).tobytes()})
+            w = len(next(iter(pats)))
+            return bytes(data[:w]) in pats
+        first = np.asarray(t.numpy()).reshape(-1)[0]
+    except Exception:  # noqa: BLE001 - an unreadable tensor is not a neutral element
+        return False
+    return bool(first == k)
+
+
+# (dtype, neutral value) -> the little-endian bytes of the value and of its negation (-0.0 is a neutral 0 too)
+_NEUTRAL_BYTES: dict[tuple[int, int], set[bytes]] = {}
 _COMMUTATIVE = frozenset({"Add", "Mul", "And", "Or"})
 
 
@@ -583,6 +645,8 @@ def _try_neutral(node: Node, ctx: JitContext) -> bool:
         return False
     sides = [(a, b)] + ([(b, a)] if op in _COMMUTATIVE else [])
     for x, c in sides:
+        if not _first_is(c, _NEUTRAL[op]):
+            continue  # (most constant operands: a bias, a scale; decided from one element, nothing decoded)
         arr = _const(c)
         # Keeps an op whose other operand is not a small constant of the neutral value (0 - x, 1 / x included).
         if arr is None or arr.dtype == object or arr.size == 0 or not np.all(arr == _NEUTRAL[op]):

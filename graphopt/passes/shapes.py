@@ -1,6 +1,6 @@
 """simplify-shapes: fold and shorten the shape arithmetic exporters emit, using the context's symbol table.
 
-What it does, reading ``ctx.symbols`` (re-inferred first when the model changed):
+What it does, reading ``ctx.symbols`` (every value inferred, and kept current as the model changes):
 
 * **Static chains become constants.** A node of the shape-arithmetic family (Shape, Size, Gather, Slice, Concat,
   Unsqueeze, Squeeze, Cast, Add/Sub/Mul/Div/Mod, Min/Max, Neg/Abs, Range, Reshape, Expand, ConstantOfShape,
@@ -70,26 +70,35 @@ class SimplifyShapes(Pass):
     summary: ClassVar[str] = ("fold shape computations known from symbolic shapes; Reshape targets built from "
                               "Shape ops become constants with 0/-1 where exact")
     presets: ClassVar[frozenset[str]] = frozenset({"O2", "O3"})
+    uses_symbols: ClassVar[bool] = True
 
     max_const_elements: int = option(1024, "largest shape value (elements) folded into a new constant")
     reshape: bool = option(True, "rewrite partly symbolic Reshape targets to constants with 0 and -1")
 
     def run(self, model: Model, ctx: Any) -> PassResult:
         ctx.current_step = "symbolic shape inference"
-        ctx.symbols.ensure(model)
         table = ctx.symbols
+        complete = getattr(table, "complete", None)
+        if complete is not None:
+            complete(model)  # every value inferred (done once: the pass manager completes it before the first pass)
+        else:
+            table.ensure(model)
         ctx.current_step = "decide"
         folds: list[tuple[Value, np.ndarray]] = []
         reshapes: list[tuple[Node, list[int]]] = []
         # one table over all graphs (outer graphs come first, and values flow only inward), so that a static
         # value read by a static node inside a subgraph is not folded at both levels
         static: dict[Node, np.ndarray] = {}
+        has_value = getattr(table, "has_value", None)
         for g in list(model.graph.all_graphs()):
             for n in g:
+                op = n.op_type
+                if op not in _FOLDABLE:
+                    continue
                 if not _std(n):
                     continue
                 ctx.current_node = n
-                if n.op_type in _FOLDABLE and len(n.outputs) == 1:
+                if op in _FOLDABLE and len(n._outputs) == 1 and (has_value is None or has_value(n._outputs[0])):
                     arr = self._static_value(n.output, table)
                     if arr is not None:
                         static[n] = arr

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..ir.builder import Builder
 from ..ir.core import Model, Node, Value
-from .pattern import Fail, Match, describe, describe_value
+from .pattern import AnyOf, Const, Fail, Match, Opt, Pat, Var, describe, describe_value
 from .rule import RewriteContext, Rule
 
 if TYPE_CHECKING:
@@ -156,23 +156,223 @@ def active_rules(model: Model, rules: Sequence[Rule], stats: DriverStats | None 
     return out
 
 
+def pattern_depth(p: Any) -> int | None:
+    """How many node levels above the root a pattern reaches (a constant may be a Constant node: one level), or
+    None for a pattern kind this does not know."""
+    if isinstance(p, Pat):
+        ds = [pattern_depth(x) for x in p.inputs if x is not None]
+        return None if any(d is None for d in ds) else 1 + max(ds, default=0)  # type: ignore[type-var]
+    if isinstance(p, Const):
+        return 1
+    if isinstance(p, Var):
+        return 0
+    if isinstance(p, Opt):
+        return pattern_depth(p.pattern)
+    if isinstance(p, AnyOf):
+        ds = [pattern_depth(a) for a in p.alternatives]
+        return None if any(d is None for d in ds) else max(ds)  # type: ignore[type-var]
+    return None
+
+
+def pattern_ops(p: Any) -> set[str] | None:
+    """The op types of the nodes a pattern can match (Constant for a constant), or None when unknown."""
+    if isinstance(p, Pat):
+        out = set(p.ops)
+        for x in p.inputs:
+            if x is not None:
+                sub = pattern_ops(x)
+                if sub is None:
+                    return None
+                out |= sub
+        return out
+    if isinstance(p, Const):
+        return {"Constant"}
+    if isinstance(p, Var):
+        return set()
+    if isinstance(p, Opt):
+        return pattern_ops(p.pattern)
+    if isinstance(p, AnyOf):
+        out = set()
+        for a in p.alternatives:
+            sub = pattern_ops(a)
+            if sub is None:
+                return None
+            out |= sub
+        return out
+    return None
+
+
+def _producer_needs(rule: Rule) -> set[str] | None:
+    """Op types of which the root of a match needs at least one among its inputs' producers (the union over the
+    root's input positions that must be a node's output), or None when a match may need none."""
+    pats = rule.pattern.alternatives if isinstance(rule.pattern, AnyOf) else (rule.pattern,)
+    out: set[str] = set()
+    for p in pats:
+        if not isinstance(p, Pat):
+            return None
+        ops: set[str] = set()
+        for x in p.inputs:
+            if isinstance(x, Pat):
+                ops |= set(x.ops)
+            elif isinstance(x, AnyOf) and all(isinstance(a, Pat) for a in x.alternatives):
+                for a in x.alternatives:
+                    ops |= set(a.ops)  # type: ignore[union-attr]
+        if not ops:
+            return None
+        out |= ops
+    return out
+
+
+def rule_depth(rule: Rule) -> int | None:
+    """How many levels above its root a rule looks: its pattern's depth, or the ``depth`` a rule with its own
+    matcher declares; None when unknown."""
+    d = getattr(rule, "depth", None)
+    if d is not None:
+        return int(d)
+    if type(rule).match is not Rule.match or rule.pattern is None:
+        return None
+    return pattern_depth(rule.pattern)
+
+
+# Checks read more than their pattern: the producer of a leaf (its inferred shape, its constness) and the chains
+# a constant can be computed through without being stored (ConstantOfShape, then Expand, Identity, Unsqueeze,
+# Squeeze, Reshape: rewrite/rules/known.py). A change there reaches the readers of the chain's end.
+_TRACED_OPS = frozenset({"ConstantOfShape", "Expand", "Identity", "Unsqueeze", "Squeeze", "Reshape"})
+_TRACED_DEPTH = 32
+
+
+def change_seeds(changes: Any, rules: Sequence[Rule]) -> dict[int, dict[Node, None] | None]:
+    """Per rule (by position in `rules`), the nodes it may newly match at after `changes` (a
+    :class:`~graphopt.jit.manager.Changes` that is not full), or None for a rule to try everywhere (a matcher of
+    unknown reach).
+
+    A rule rooted at a node matches nodes of its pattern's op types at most its pattern's depth above it, and its
+    checks read one level beyond (a leaf's producer) and along constant chains (see ``_TRACED_OPS``). So from every
+    changed node: down the constant chains it starts, one more level down, and then down through nodes of the
+    rule's op types, as deep as its pattern goes; the rule's root op types found on the way are its seeds. All rules
+    walk at once (a bit per rule)."""
+    out: dict[int, dict[Node, None] | None] = {}
+    op_mask: dict[str, int] = {}
+    root_mask: dict[str, int] = {}
+    by_depth: dict[int, int] = {}  # depth -> rules of that depth
+    for i, r in enumerate(rules):
+        depth = rule_depth(r)
+        ops = pattern_ops(r.pattern) if depth is not None and r.pattern is not None and \
+            type(r).match is Rule.match else None
+        if depth is None or ops is None:
+            out[i] = None
+            continue
+        out[i] = {}
+        bit = 1 << i
+        for op in ops:
+            op_mask[op] = op_mask.get(op, 0) | bit
+        for op in r.root_ops():
+            root_mask[op] = root_mask.get(op, 0) | bit
+        d = max(depth, 1)
+        by_depth[d] = by_depth.get(d, 0) | bit
+    if not by_depth:
+        return out
+    changed = changes.alive()
+    near: dict[Node, None] = dict.fromkeys(changed)
+    work = [(n, 0) for n in changed if n.op_type in _TRACED_OPS]
+    while work:
+        n, d = work.pop()
+        for v in n._outputs:
+            for u, _ in v._uses:
+                if u not in near:
+                    near[u] = None
+                    if u.op_type in _TRACED_OPS and d + 1 < _TRACED_DEPTH:
+                        work.append((u, d + 1))
+    frontier: dict[Node, int] = {}
+    get = op_mask.get
+    for n in near:
+        m = get(n.op_type, 0)
+        if m:
+            frontier[n] = frontier.get(n, 0) | m
+        for v in n._outputs:
+            for u, _ in v._uses:
+                mu = get(u.op_type, 0)
+                if mu:
+                    frontier[u] = frontier.get(u, 0) | mu
+    seen: dict[Node, int] = {}
+    for k in range(max(by_depth)):
+        active = 0
+        for d, bits in by_depth.items():
+            if d > k:
+                active |= bits
+        nxt: dict[Node, int] = {}
+        for n, m in frontier.items():
+            prev = seen.get(n, 0)
+            m &= active & ~prev
+            if not m:
+                continue
+            seen[n] = prev | m
+            hit = m & root_mask.get(n.op_type, 0)
+            while hit:
+                low = hit & -hit
+                out[low.bit_length() - 1][n] = None  # type: ignore[index]
+                hit ^= low
+            for v in n._outputs:
+                for u, _ in v._uses:
+                    mu = m & get(u.op_type, 0)
+                    if mu:
+                        nxt[u] = nxt.get(u, 0) | mu
+        if not nxt:
+            break
+        frontier = nxt
+    return out
+
+
 def rewrite_model(model: Model, rules: Sequence[Rule], *, jit: JitContext | None = None,
                   max_rewrites: int = DEFAULT_MAX_REWRITES, observer: Observer | None = None,
-                  dry_run: bool = False) -> DriverStats:
+                  dry_run: bool = False, seeds: dict[int, dict[Node, None] | None] | None = None) -> DriverStats:
     """Apply `rules` to the whole model (subgraphs included) with a worklist, until nothing fires.
 
-    With `dry_run`, every candidate is matched and checked (and reported to `observer`) but nothing changes.
+    With `dry_run`, every candidate is matched and checked (and reported to `observer`) but nothing changes. With
+    `seeds` (see :func:`change_seeds`: per rule position, the nodes to try it at, or None for everywhere), the
+    worklist starts from those nodes only (in graph order); what a rewrite creates or touches is tried with every
+    rule, as always.
     """
     stats = DriverStats()
     ctx = RewriteContext(model, jit, want_reasons=observer is not None)
     index: dict[str, list[Rule]] = {}
-    for r in active_rules(model, rules, stats):
+    active = active_rules(model, rules, stats)
+    for r in active:
         for op in r.root_ops():
             index.setdefault(op, []).append(r)
     if not index:
         return stats
+    # per rule: where to try it first (None: everywhere); nodes a rewrite creates or touches get every rule
+    only: dict[int, dict[Node, None]] = {}
+    if seeds is not None:
+        pos = {id(r): i for i, r in enumerate(rules)}
+        for r in active:
+            sd = seeds.get(pos.get(id(r), -1))
+            if sd is not None:
+                only[id(r)] = sd
+    # a pattern's cheap root test, done here when no reason is wanted (a failed attempt then costs no Fail)
+    quick = {id(r): r.pattern._quick for r in active
+             if observer is None and r.pattern is not None and type(r).match is Rule.match}
+    # per root op type: the producer op types one of its rules needs among the node's inputs (None: some rule
+    # needs none), so that most nodes are passed over without trying any rule
+    rule_needs: dict[int, frozenset[str]] = {}
+    for r in active:
+        nd = _producer_needs(r) if id(r) in quick else None
+        if nd is not None:
+            rule_needs[id(r)] = frozenset(nd)
+    needs: dict[str, frozenset[str] | None] = {}
+    for op, rs in index.items():
+        acc: set[str] | None = set()
+        for r in rs:
+            nd = rule_needs.get(id(r))
+            if nd is None:
+                acc = None
+                break
+            acc |= nd
+        needs[op] = None if acc is None else frozenset(acc)
     queue: deque[Node] = deque()
     queued: dict[Node, None] = {}
+    fresh: set[Node] = set()
 
     def push(n: Node) -> None:
         if n not in queued and n.op_type in index:
@@ -181,6 +381,10 @@ def rewrite_model(model: Model, rules: Sequence[Rule], *, jit: JitContext | None
 
     for g in model.graph.all_graphs():
         for n in g:
+            if n.op_type not in index:
+                continue
+            if only and all(id(r) in only and n not in only[id(r)] for r in index[n.op_type]):
+                continue
             push(n)
     while queue:
         node = queue.popleft()
@@ -188,7 +392,23 @@ def rewrite_model(model: Model, rules: Sequence[Rule], *, jit: JitContext | None
         if not node.is_alive:
             continue
         stats.visited += 1
+        prods = {v.producer.op_type for v in node._inputs if v is not None and v.producer is not None}
+        nd = needs.get(node.op_type)
+        if nd is not None and prods.isdisjoint(nd):
+            continue  # no rule rooted here can match: none of the producers they need feeds this node
+        anew = node in fresh
         for rule in index.get(node.op_type, ()):
+            rid = id(rule)
+            if not anew and rid in only and node not in only[rid]:
+                continue
+            rn = rule_needs.get(rid)
+            if rn is not None and prods.isdisjoint(rn):
+                stats.attempts += 1
+                continue
+            q = quick.get(rid)
+            if q is not None and not q(node):
+                stats.attempts += 1
+                continue
             stats.attempts += 1
             res = try_rule(rule, node, ctx)
             if isinstance(res, Fail):
@@ -212,10 +432,12 @@ def rewrite_model(model: Model, rules: Sequence[Rule], *, jit: JitContext | None
             stats.rewrites += 1
             stats.fired[rule.name] = stats.fired.get(rule.name, 0) + 1
             for n in created:
+                fresh.add(n)
                 push(n)
             for v in touched:
                 for u in v.consumers():
                     stats.requeued += 1
+                    fresh.add(u)
                     push(u)
             break  # the node is gone (or replaced); its new form is queued
     return stats

@@ -155,6 +155,9 @@ class Rule:
     # opset imports the replacement needs beyond the model's (e.g. {"com.microsoft": 1}); the driver adds them
     emits: ClassVar[Mapping[str, int]] = {}
     pattern: ClassVar[Pattern | None] = None
+    # how many node levels above its root a rule with its own matcher (no pattern) looks: lets the fuse pass's
+    # later runs start from what changed (see rewrite.driver.change_seeds); None: unknown, look everywhere
+    depth: ClassVar[int | None] = None
 
     def root_ops(self) -> tuple[str, ...]:
         """The op types of the nodes this rule can be rooted at (the registry indexes rules by them)."""

@@ -23,8 +23,8 @@ log = logging.getLogger("graphopt.validate")
 
 def fresh_context(ctx: JitContext, model: Model) -> JitContext:
     """A context for another model with `ctx`'s registries, translators, configuration and pipeline. Symbols
-    are per model, so they are seeded and inferred anew; the rest is shared, not rebuilt (plugins are not loaded
-    again, and passes registered by hand, as tests do, stay)."""
+    are per model, so the table is bound to this one (and infers on demand); the rest is shared, not rebuilt
+    (plugins are not loaded again, and passes registered by hand, as tests do, stay)."""
     from ..jit.context import JitContext
 
     new = JitContext()
@@ -36,16 +36,15 @@ def fresh_context(ctx: JitContext, model: Model) -> JitContext:
     new.plugins = list(ctx.plugins)
     with new.translators.guard("infer"):
         new.symbols.seed(model)
-        new.symbols.infer(model)
     return new
 
 
 def optimize_with(ctx: JitContext, model: Model, passes: Sequence[Pass] | None = None,
                   on_pass: Callable[[str, int], None] | None = None) -> PipelineRecord:
-    """Run `passes` (default: the context's pipeline) on `model` and annotate shapes, as `graphopt optimize`
-    does."""
+    """Run `passes` (default: the context's pipeline) on `model` and, when the configuration asks for it
+    (``annotate_shapes``), write the inferred shapes into value_info, as `graphopt optimize` does."""
     record = ctx.run_pipeline(model, passes=None if passes is None else list(passes), on_pass=on_pass)
-    if hasattr(ctx.symbols, "annotate"):
+    if getattr(ctx.config, "annotate_shapes", False) and hasattr(ctx.symbols, "annotate"):
         with ctx.translators.guard("infer"):
             ctx.symbols.annotate(model)
     return record

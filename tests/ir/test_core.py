@@ -870,3 +870,25 @@ g (float[N,4] x, bool c) => (float[N,4] y, float[N,4] z, float[N,4] e) {
     assert nodes["Add"].as_loaded and nodes["Cos"].as_loaded
     # a node a pass builds was never loaded
     assert not Node("Relu", [nodes["Add"].output]).as_loaded
+
+
+def test_release_frees_the_model_without_the_cyclic_collector() -> None:
+    import gc
+    import weakref
+
+    from graphopt.testing import from_text
+
+    m = from_text('<ir_version: 8, opset_import: ["" : 17]>\n'
+                  "g (float[2] x) => (float[2] y) { a = Relu(x)  b = Neg(a)  y = Abs(b) }")
+    node = next(iter(m.graph))
+    refs = [weakref.ref(node), weakref.ref(node.output), weakref.ref(m.graph)]
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        m.release()
+        assert m.num_nodes() == 0
+        del m, node
+        assert all(r() is None for r in refs)  # freed by reference counting alone
+    finally:
+        if gc_was:
+            gc.enable()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.parser
 import pytest
 from onnx import helper, numpy_helper
 
@@ -185,3 +186,66 @@ def test_save_and_load_file(tmp_path: Path) -> None:
     back = onnx.load(str(tmp_path / "out.onnx"))
     assert [n.op_type for n in back.graph.node] == ["Exp", "Loop", "Neg"]
     assert not [f for f in tmp_path.iterdir() if f.name.startswith(".graphopt-")]
+
+
+def _reordered(mp: onnx.ModelProto) -> bytes:
+    """`mp` serialized with its opset imports before its graph (protobuf reads fields in any order, and
+    concatenated messages merge): a valid file that is not in protobuf's own field order."""
+    head, ops, graph = onnx.ModelProto(), onnx.ModelProto(), onnx.ModelProto()
+    head.CopyFrom(mp)
+    head.ClearField("graph")
+    head.ClearField("opset_import")
+    ops.opset_import.extend(mp.opset_import)
+    graph.graph.CopyFrom(mp.graph)
+    return head.SerializeToString() + ops.SerializeToString() + graph.SerializeToString()
+
+
+def test_unchanged_model_is_saved_as_the_file_it_came_from(tmp_path: Path) -> None:
+    mp = onnx.parser.parse_model('<ir_version: 8, opset_import: ["" : 17]>\n'
+                                 "g (float[N, 4] x) => (float[N, 4] y) { a = Relu(x)  y = Neg(a) }")
+    data = _reordered(mp)
+    assert data != mp.SerializeToString() and onnx.load_from_string(data) == mp
+    src = tmp_path / "in.onnx"
+    src.write_bytes(data)
+    m = ir.load(src)
+    ir.save(m, tmp_path / "out.onnx")
+    assert (tmp_path / "out.onnx").read_bytes() == data  # byte for byte, not merely the same message
+    # an edit: the model is serialized (in protobuf's field order)
+    next(iter(m.graph)).name = "relu"
+    ir.save(m, tmp_path / "edited.onnx")
+    edited = (tmp_path / "edited.onnx").read_bytes()
+    assert edited != data and onnx.load_from_string(edited).graph.node[0].name == "relu"
+
+
+def test_a_source_file_changed_after_loading_is_not_copied(tmp_path: Path) -> None:
+    mp = onnx.parser.parse_model('<ir_version: 8, opset_import: ["" : 17]>\n'
+                                 "g (float[N, 4] x) => (float[N, 4] y) { y = Relu(x) }")
+    src = tmp_path / "in.onnx"
+    src.write_bytes(_reordered(mp))
+    m = ir.load(src)
+    other = onnx.parser.parse_model('<ir_version: 8, opset_import: ["" : 17]>\n'
+                                    "g (float[N, 4] x) => (float[N, 4] y) { y = Neg(x) }")
+    src.write_bytes(other.SerializeToString())
+    ir.save(m, tmp_path / "out.onnx")
+    out = onnx.load(str(tmp_path / "out.onnx"))
+    assert [n.op_type for n in out.graph.node] == ["Relu"]
+
+
+def test_edits_outside_the_journal_still_reach_the_file(tmp_path: Path) -> None:
+    # fields the IR does not journal (graph name, ir_version, opsets set directly) are compared, not assumed
+    mp = onnx.parser.parse_model('<ir_version: 8, opset_import: ["" : 17]>\n'
+                                 "g (float[N, 4] x) => (float[N, 4] y) { y = Relu(x) }")
+    src = tmp_path / "in.onnx"
+    src.write_bytes(_reordered(mp))
+    for edit in ("name", "ir", "opset"):
+        m = ir.load(src)
+        if edit == "name":
+            m.graph.name = "renamed"
+        elif edit == "ir":
+            m.ir_version = 9
+        else:
+            m.opset_imports = {"": 18}
+        ir.save(m, tmp_path / "out.onnx")
+        out = onnx.load(str(tmp_path / "out.onnx"))
+        assert (out.graph.name, out.ir_version, out.opset_import[0].version) == {
+            "name": ("renamed", 8, 17), "ir": ("g", 9, 17), "opset": ("g", 8, 18)}[edit]

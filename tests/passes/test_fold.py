@@ -563,6 +563,14 @@ FAST_CASES: list[tuple[str, dict[str, object], list[np.ndarray | None]]] = [
     ("Div", {}, [np.array([7, -7, 7, -7, 6], I64), np.array([2, 2, -2, -2, 3], I64)]),
     ("Div", {}, [np.array([7, 200], np.uint8), np.array([2, 3], np.uint8)]),
     ("Neg", {}, [np.array([3, -4], np.int32)]),
+    # float arithmetic: each op correctly rounded (IEEE 754), infinities, NaN, signed zeros, subnormals, overflow
+    ("Add", {}, [np.array([0.1, 1e38, -0.0, np.inf, 1e-45], np.float32), np.array([0.2, 1e38, 0.0, -np.inf, 1e-45],
+                                                                                 np.float32)]),
+    ("Sub", {}, [np.array([[0.3], [np.nan]], np.float64), np.array([0.1, -2.5e-308], np.float64)]),
+    ("Mul", {}, [np.array([3.4e38, 1.1, -0.0, 1e-30], np.float32), np.array([2.0, 3.3, 5.0, 1e-20], np.float32)]),
+    ("Div", {}, [np.array([1.0, -1.0, 0.0, 7.0, 1e-40], np.float32), np.array([0.0, 0.0, 0.0, 3.0, 3.0],
+                                                                             np.float32)]),
+    ("Div", {}, [np.array([1.0, 2.0], np.float64), np.array(3.0, np.float64)]),
     ("Min", {}, [np.array([3, -4], I64), np.array([1], I64), np.array([[0], [5]], I64)]),
     ("Max", {}, [np.array([3, -4], I64), np.array([1], I64)]),
     ("Equal", {}, [np.array([1, 2, 3], I64), np.array([2], I64)]),
@@ -633,7 +641,8 @@ def test_fast_path_agrees_with_onnxruntime(op: str, attrs: dict[str, object], in
 @pytest.mark.parametrize("op,attrs,ins", [
     ("Div", {}, [np.array([1, 2], I64), np.array([0, 1], I64)]),  # division by zero: left to the runtime
     ("Cast", {"to": DataType.FLOAT16}, [np.array([2049], I64)]),  # the runtime rounds twice (via float32)
-    ("Add", {}, [np.array([1.5], np.float32), np.array([1.0], np.float32)]),  # floats go to onnxruntime
+    ("Add", {}, [np.array([1.5], np.float16), np.array([1.0], np.float16)]),  # float16 goes to onnxruntime
+    ("Mul", {}, [np.array([1.5], np.float32), np.array([1.0], np.float64)]),  # mixed types: the runtime refuses
     ("Gather", {}, [np.array([1, 2], I64), np.array([5], I64)]),  # out of range: an error to keep
     ("Reshape", {}, [np.arange(6, dtype=I64), np.array([4], I64)]),  # wrong element count
     ("ConstantOfShape", {}, [np.array([1 << 20, 1 << 20], I64)]),  # too big: refused before building

@@ -41,9 +41,10 @@ from .write import (
     SaveInfo,
     dumps,
     external_tensors,
+    node_to_proto,
     save,
     serialize,
     to_proto,
 )
 
-__all__ = ["check_external_data", "ExtPlan", "SaveInfo", "TWO_GB", "attr_to_proto", "attr_value", "attrs_from_proto", "decode_tensor", "dtype_of_numpy_extended", "dumps", "external_tensors", "from_proto", "load", "loads", "numpy_dtype_of", "parse_model_proto", "read_bytes", "save", "serialize", "tensor_from_proto", "tensor_to_proto", "to_proto", "type_from_proto", "type_to_proto"]
+__all__ = ["check_external_data", "ExtPlan", "SaveInfo", "TWO_GB", "attr_to_proto", "attr_value", "attrs_from_proto", "decode_tensor", "dtype_of_numpy_extended", "dumps", "external_tensors", "from_proto", "load", "loads", "node_to_proto", "numpy_dtype_of", "parse_model_proto", "read_bytes", "save", "serialize", "tensor_from_proto", "tensor_to_proto", "to_proto", "type_from_proto", "type_to_proto"]

@@ -36,6 +36,7 @@ def tensor_from_proto(tp: Any, base_dir: str | None, sparse: bool = False) -> Te
     t._proto = tp
     t._array = None
     t._digest = None
+    t._sample = None
     t._sparse = sparse
     t._ext = None
     t._dtype = -1

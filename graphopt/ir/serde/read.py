@@ -52,8 +52,16 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
 def load(path: str | os.PathLike[str]) -> Model:
     """Load a model file into the IR. External data stays on disk until a pass needs the numbers."""
     p = os.fspath(path)
+    try:
+        st: os.stat_result | None = os.stat(p)
+    except OSError:
+        st = None
     data = read_bytes(p)
-    return loads(data, base_dir=os.path.dirname(os.path.abspath(p)), path=p)
+    model = loads(data, base_dir=os.path.dirname(os.path.abspath(p)), path=p)
+    if st is not None and st.st_size == len(data):
+        # lets a save of the unchanged model write the file back as it is (see write.save)
+        model.meta["source_stat"] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+    return model
 
 
 def parse_model_proto(data: bytes, path: str | None = None) -> onnx.ModelProto:

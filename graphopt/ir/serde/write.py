@@ -195,12 +195,14 @@ class _Writer:
 
     # -- graphs ------------------------------------------------------------------------------------------------
     def graph_bytes(self, g: Graph) -> bytes:
+        return b"".join(self.graph_parts(g))
+
+    def graph_parts(self, g: Graph) -> list[bytes]:
+        """The serialized graph as pieces to concatenate (a big model is never joined into one more copy)."""
         parts: list[bytes] = []
         add = parts.append
         tmpl = g._template
-        if tmpl is not None and tmpl.name == g.name and tmpl.doc_string == g.doc_string:
-            add(tmpl.SerializeToString())
-        else:
+        if tmpl is None or tmpl.name != g.name or tmpl.doc_string != g.doc_string:
             gp = onnx.GraphProto()
             if tmpl is not None:
                 gp.CopyFrom(tmpl)
@@ -208,11 +210,15 @@ class _Writer:
                 gp.name = g.name
             if gp.doc_string != g.doc_string:
                 gp.doc_string = g.doc_string
-            add(gp.SerializeToString())
+            tmpl = gp
+        # fields in field-number order, as protobuf writes them: a graph nothing changed comes out byte for byte
+        t_name, t_doc, t_quant, t_rest = _template_parts(tmpl, _GRAPH_RANGES)
         node_bytes = self.node_bytes
         for n in g:
             b = node_bytes(n)
             add(_T_NODE + _varint(len(b)) + b)
+        add(t_name)
+        sparse: list[bytes] = []
         for name, v in g._initializers.items():
             t = v._const
             assert t is not None
@@ -223,9 +229,10 @@ class _Writer:
                     c.CopyFrom(sp)
                     c.values.name = name
                     sp = c
-                add(_field(_T_SPARSE_INIT, sp.SerializeToString()))
+                sparse.append(_field(_T_SPARSE_INIT, sp.SerializeToString()))
             else:
                 add(_field(_T_INIT, self.tensor_proto(t, name).SerializeToString()))
+        add(t_doc)
         in_vi = g._in_vi
         for v in g._inputs:
             add(_field(_T_INPUT, _vi_proto(v, in_vi.get(v), True).SerializeToString()))
@@ -237,9 +244,15 @@ class _Writer:
             add(_field(_T_VALUE_INFO, _vi_proto(v, v._vi, False).SerializeToString()))
         for vi in g._orphan_vi:
             add(_field(_T_VALUE_INFO, vi.SerializeToString()))
-        return b"".join(parts)
+        add(t_quant)
+        parts.extend(sparse)
+        add(t_rest)
+        return parts
 
     def model_bytes(self, model: Model) -> bytes:
+        return b"".join(self.model_parts(model))
+
+    def model_parts(self, model: Model) -> list[bytes]:
         mp = onnx.ModelProto()
         if model._template is not None:
             mp.CopyFrom(model._template)
@@ -256,7 +269,11 @@ class _Writer:
                 e = mp.metadata_props.add()
                 e.key = k
                 e.value = v
-        parts = [mp.SerializeToString()]
+        # fields in field-number order (ir_version..doc_string, graph, opset_import, metadata.., functions, the
+        # rest), as protobuf writes them: a model nothing changed comes out byte for byte
+        t_head, t_mid, t_rest = _template_parts(mp, _MODEL_RANGES)
+        gparts = self.graph_parts(model.graph)
+        parts = [t_head, _T_GRAPH, _varint(sum(len(x) for x in gparts)), *gparts]
         orig = model.meta.get("opset_protos") or {}
         for d, ver in model.opset_imports.items():
             o = orig.get(d)
@@ -265,10 +282,42 @@ class _Writer:
                 o.domain = d
                 o.version = ver
             parts.append(_field(_T_OPSET, o.SerializeToString()))
-        parts.append(_field(_T_GRAPH, self.graph_bytes(model.graph)))
+        parts.append(t_mid)
         for f in model.functions:
             parts.append(_field(_T_FUNCTION, f.SerializeToString()))
-        return b"".join(parts)
+        parts.append(t_rest)
+        return parts
+
+
+# Field-number ranges of the fields a template keeps, between the lists the writer frames itself: GraphProto
+# (node=1 | name | initializer=5 | ..doc_string | input=11, output=12, value_info=13 | quantization_annotation |
+# sparse_initializer=15 | metadata_props.. and unknown fields) and ModelProto (ir_version..doc_string | graph=7,
+# opset_import=8 | metadata_props, training_info | functions=25 | configuration.. and unknown fields).
+_GRAPH_RANGES = ((2, 4), (6, 10), (14, 14), (16, 1 << 29))
+_MODEL_RANGES = ((1, 6), (9, 24), (26, 1 << 29))
+
+
+def _template_parts(msg: Any, ranges: tuple[tuple[int, int], ...]) -> list[bytes]:
+    """`msg` serialized in pieces, one per field-number range (unknown fields with the last one)."""
+    fields = msg.ListFields()
+    last = len(ranges) - 1
+    out: list[bytes] = []
+    for k, (lo, hi) in enumerate(ranges):
+        if k < last and not any(lo <= f.number <= hi for f, _ in fields):
+            out.append(b"")
+            continue
+        if all(lo <= f.number <= hi for f, _ in fields) and k == last:
+            out.append(msg.SerializeToString())
+            continue
+        c = type(msg)()
+        c.CopyFrom(msg)
+        for f, _ in fields:
+            if not lo <= f.number <= hi:
+                c.ClearField(f.name)
+        if k < last:
+            c.DiscardUnknownFields()
+        out.append(c.SerializeToString())
+    return out
 
 
 def _vi_proto(v: Value, orig: Any, keep_type: bool) -> Any:
@@ -292,16 +341,66 @@ def _vi_proto(v: Value, orig: Any, keep_type: bool) -> Any:
     return c
 
 
+def node_to_proto(n: Node) -> onnx.NodeProto:
+    """The NodeProto of `n` as it would be written (its loaded message when nothing touched it; not a copy then:
+    do not modify it)."""
+    p = n._proto
+    if not n._dirty and p is not None and not n._subgraphs:
+        return p
+    return _Writer().node_proto(n)
+
+
 def serialize(model: Model, plan: ExtPlan | None = None) -> bytes:
     """The serialized model. External tensors keep their references unless `plan` says otherwise."""
+    return b"".join(serialize_parts(model, plan))
+
+
+def serialize_parts(model: Model, plan: ExtPlan | None = None) -> list[bytes]:
+    """The serialized model in pieces to write one after the other (no copy of the whole)."""
     ext_nodes = model.meta.get("ext_attr_nodes") if plan else None
     gc_was = gc.isenabled()
     gc.disable()  # nothing here makes cyclic garbage; spare the big model's objects from GC rescans
     try:
-        return _Writer(plan, set(ext_nodes) if ext_nodes else None).model_bytes(model)
+        return _Writer(plan, set(ext_nodes) if ext_nodes else None).model_parts(model)
     finally:
         if gc_was:
             gc.enable()
+
+
+def unchanged(model: Model) -> bool:
+    """Whether nothing was edited since the model was loaded: no IR mutation (nodes, edges, names, types,
+    initializers, value_info, opsets, functions), the model's and graphs' own fields as loaded, and no model-local
+    functions (a list the IR does not watch)."""
+    tmpl = model._template
+    if not (model.mutations == 0 and tmpl is not None and not model.graph._dirty and not model.functions
+            and tmpl.ir_version == model.ir_version and model._orig_fields == _model_fields(model)):
+        return False
+    orig = model.meta.get("opset_protos") or {}
+    if [(d, o.version) for d, o in orig.items()] != list(model.opset_imports.items()):
+        return False
+    for g in model.graph.all_graphs():
+        gt = g._template
+        if gt is None or g._dirty or gt.name != g.name or gt.doc_string != g.doc_string:
+            return False
+    return True
+
+
+def _source_bytes(model: Model) -> bytes | None:
+    """The file the model was loaded from, when the model is unchanged since, has no external data, and the file
+    is still what was loaded (same size, modification time and inode); else None."""
+    src = model.source_path
+    st0 = model.meta.get("source_stat")
+    if src is None or st0 is None or model.meta.get("has_external", True) or not unchanged(model):
+        return None
+    try:
+        st = os.stat(src)
+        if (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev) != tuple(st0):
+            return None
+        with open(src, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data if len(data) == st0[0] else None
 
 
 def to_proto(model: Model) -> onnx.ModelProto:
@@ -454,14 +553,22 @@ def save(model: Model, path: str | os.PathLike[str], *, in_place_ok: bool = Fals
         if ext or big:
             plan = _write_external(model, ext, big, path, target_dir, in_place_ok, external_location, info,
                                    tmp_files)
-        data = serialized if serialized is not None and not plan and not big else serialize(model, plan)
+        # a model nothing changed is the file it came from, byte for byte, whatever order its fields were in
+        src = None if plan else _source_bytes(model)
+        if src is not None:
+            parts = [src]
+        elif serialized is not None and not plan and not big:
+            parts = [serialized]  # the bytes the caller made (and checked) already
+        else:
+            parts = serialize_parts(model, plan)
         fd, tmp = tempfile.mkstemp(prefix=".graphopt-", suffix=".tmp", dir=target_dir)
         tmp_files.append((tmp, path))
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            f.writelines(parts)
             f.flush()
             os.fsync(f.fileno())
-        info.bytes_written += len(data)
+        info.bytes_written += sum(len(x) for x in parts)
+        del parts
         _commit(tmp_files, 0o666 & ~_umask())
     except OSError as e:
         raise _output_error(e, path) from e

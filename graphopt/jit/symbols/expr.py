@@ -554,10 +554,11 @@ class SymbolicShape:
 
     Immutable by convention (treat ``dims`` as read-only); equal and hashed by dims."""
 
-    __slots__ = ("dims",)
+    __slots__ = ("dims", "_cc")
 
     def __init__(self, dims: tuple[SymExpr, ...] | None) -> None:
         self.dims = dims
+        self._cc: Any = None  # a symbol table's canonical form of this shape, with the table's token
 
     def __eq__(self, o: object) -> bool:
         return isinstance(o, SymbolicShape) and o.dims == self.dims

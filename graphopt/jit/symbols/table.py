@@ -1,15 +1,24 @@
 """The symbol table: symbols seeded from the model, unification, symbolic shape inference and annotation.
 
-:class:`SymbolTable` (one per :class:`~graphopt.jit.context.JitContext`) seeds symbols from the model's inputs,
-runs onnx's shape inference for dtypes and static shapes, then walks the whole graph once (subgraphs included),
-propagating shapes and the values of small integer "shape tensors" through the shape-arithmetic ops with the
-per-op rules of :mod:`.rules`, and unifying symbols the graph forces equal (a union-find, recorded for
-``graphopt inspect``).
+:class:`SymbolTable` (one per :class:`~graphopt.jit.context.JitContext`) seeds symbols from the model's inputs and
+then infers on demand: asking for the shape, shape value or dtype of a value runs the per-op rules of :mod:`.ops`
+over what that value depends on (each node once), propagating shapes and the values of small integer "shape
+tensors" through the shape-arithmetic ops and unifying symbols the graph forces equal (a union-find, recorded for
+``graphopt inspect``). :meth:`SymbolTable.infer` does the same for every node at once.
+
+The table keeps its facts current as passes edit the model: the model's :class:`~graphopt.ir.core.ChangeLog` names
+the nodes that changed, and before the next answer the table recomputes those nodes and, only where a result
+differs, their readers. Nothing is recomputed for the rest of the graph, and nothing is serialized: for an op
+without a rule, or where a rule leaves a dim open, the model's declared type fills in, then onnx's inference of
+that one node (its schema, or the model-local function it calls) from the input types the table knows; weights
+are never copied, hashed or serialized for it.
 
 What the table claims holds for every binding of the symbols under which the model runs without error; the
 inference never assumes that a dim that could be 1 broadcasts like a dim that is not, nor that two unknown dims are
 equal. One knowing approximation, shared with onnx's own data propagation: a Reshape target entry read from a
-shape tensor is taken as the output dim (at runtime an entry of 0 would copy the input dim instead).
+shape tensor is taken as the output dim (at runtime an entry of 0 would copy the input dim instead). Passes keep
+each surviving value's meaning, so a fact about a value stays true after an edit elsewhere; recomputation only
+makes it more precise.
 """
 
 from __future__ import annotations
@@ -17,14 +26,14 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from ...ir.core import Graph, Model, Node, Value
+from ...ir.core import ChangeLog, Graph, Model, Node, Value
 from ...ir.shapes import TensorType
-from ...ir.tensors import bits_of
 from .expr import ONE, ShapeSymbol, SymbolicShape, SymExpr, UNKNOWN_RANK
 from .ops._util import _BOOL, _INT64, _VALUE_DT
 
@@ -35,23 +44,25 @@ log = logging.getLogger("graphopt.jit.symbols")
 # ================================================================================================================
 _ANON = re.compile(r"unk__\d+$")
 _OURS = re.compile(r"unk_\d+$")
-# Initializers with more elements go to onnx's inference as header-only stubs (it never needs their numbers).
-_STUB_ELEMENTS = 1024
-_STUB_ABOVE_BYTES = 1 << 30
-_STUB_LOCATION = "graphopt-shape-inference-stub.bin"
-# Exceptions a rule may raise on a malformed node; the node's outputs then fall back to onnx's types.
+# Exceptions a rule may raise on a malformed node; the node's outputs then fall back to the declared types.
 _RULE_ERRORS = (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError, AttributeError)
+# Constant inputs up to this many elements are handed to onnx's per-node inference as data (Reshape targets,
+# Resize sizes...); bigger ones (weights) never are.
+_ONNX_DATA_ELEMENTS = 1024
+_MISSING: Any = object()
 
 Out = tuple  # (dims: list[SymExpr | None] | None, value: tuple[SymExpr, ...] | None, dtype: int | None)
 
 
 class SymbolTable:
-    """Per-context shape symbols and what symbolic inference knows about every value of one model.
+    """Per-context shape symbols and what symbolic inference knows about the values of one model.
 
-    ``seed(model)`` makes the symbols of the model's inputs; ``infer(model)`` (re)runs the inference;
-    ``ensure(model)`` re-infers only when the model changed since. Queries are keyed by :class:`Value` object:
-    ``shape_of``, ``value_of`` (the symbolic contents of a small integer shape tensor), ``dtype_of``. Results
-    are in canonical form under the symbols unified so far.
+    ``seed(model)`` binds the table to `model` and makes the symbols of its inputs; from then on queries are
+    answered on demand (``shape_of``, ``value_of`` (the symbolic contents of a small integer shape tensor),
+    ``dtype_of``, keyed by :class:`Value` object), each computing only what the asked value depends on, and
+    current after any edit of the model. ``infer(model)`` seeds and infers every value at once (for reports);
+    ``ensure(model)`` seeds when the table is bound to another model, else brings it up to date. Results are in
+    canonical form under the symbols unified so far.
     """
 
     def __init__(self, *, max_value_len: int = 1024,
@@ -62,8 +73,12 @@ class SymbolTable:
         # op type -> shape rule (see .ops); a table owns its mapping, so a caller may add or replace rules
         self.rules: dict[str, Callable[[SymbolTable, Node], list[Out] | None]] = (
             dict(rules) if rules is not None else builtin_shape_rules())
-        self._version = -1
-        self._model_id: int | None = None
+        self._model: Model | None = None
+        self._log: ChangeLog | None = None
+        # while True, answers do not first catch up with the model's edits: what the table says stays true of every
+        # value passes keep, only not as precise as it could be (the pass manager defers while a pass runs, and
+        # catches up once after it)
+        self.defer_sync = False
         self._reset()
 
     def _reset(self) -> None:
@@ -78,16 +93,28 @@ class SymbolTable:
         self._const_of: dict[str, int] = {}
         self._redirected: set[str] = set()
         self._canon_cache: dict[SymExpr, SymExpr] = {}
+        self._canon_token = object()  # changes with every unification: canonical forms cached on shapes expire
         self._unions: list[tuple[str, str, str]] = []
         self._conflicts: list[str] = []
         self._shape: dict[Value, SymbolicShape] = {}
         self._val: dict[Value, tuple[SymExpr, ...]] = {}
-        self._cval: dict[Value, tuple[SymExpr, ...] | None] = {}
+        self._cval: dict[Value, tuple[Any, tuple[SymExpr, ...] | None]] = {}  # initializer -> (tensor, value)
+        self._csrc: dict[Value, Any] = {}  # initializer -> the tensor its entries were read from
         self._dtype: dict[Value, int] = {}
-        self._gp: dict[Graph, Any] = {}
-        self._vi: dict[Graph, dict[str, Any]] = {}
+        self._shapes: dict[tuple, SymbolicShape] = {}  # one object per distinct shape (values share most shapes)
+        self._const_shapes: dict[tuple[int, ...], SymbolicShape] = {}
         self._fresh_names: set[str] = set()
-        self._onnx_status = "not run"
+        self._fresh_at: dict[tuple[Value, int], SymExpr] = {}  # (value, dim) -> its fresh symbol, kept on recompute
+        self._done: set[Node] = set()  # main-graph nodes whose outputs (and subgraphs' values) are current
+        self._gray: set[Node] = set()  # nodes being computed (their inputs first): a cycle stops here
+        self._stale: list[Node] = []  # done nodes whose inputs changed, to recompute before the next answer
+        self._changed_facts: dict[Node, None] = {}  # nodes whose outputs' facts changed when inferred again
+        self._onnx_cache: dict[Node, Any] = {}
+        self._onnx_nodes = 0
+        self._functions: dict[tuple[str, str], Any] | None = None
+        self._computed = 0
+        self._recomputed = 0
+        self._eager = False
         self._opset = 21
         self._stats: dict[str, Any] = {}
 
@@ -95,9 +122,11 @@ class SymbolTable:
     # public API
     # ------------------------------------------------------------------------------------------------------------
     def seed(self, model: Model) -> None:
-        """Forget everything, then make symbols for the main graph's inputs: dim_params become symbols (one per
-        name), unknown dims get fresh ``unk_N`` symbols in input order."""
+        """Forget everything and bind the table to `model`; make symbols for the main graph's inputs: dim_params
+        become symbols (one per name), unknown dims get fresh ``unk_N`` symbols in input order. Nothing else is
+        inferred until asked for."""
         self._reset()
+        self._attach(model)
         self._opset = model.opset("") or 21
         for g in model.graph.all_graphs():
             for v in (*g._inputs, *g._outputs):
@@ -112,19 +141,16 @@ class SymbolTable:
         self._input_syms_set = set(self._input_syms)
 
     def infer(self, model: Model) -> dict[str, Any]:
-        """Run symbolic shape inference over the whole model (subgraphs included); returns details for the
-        report (counts, timings, onnx inference status). Never raises for an op it does not know."""
-        import time
-
+        """Seed, then infer every value of the model (subgraphs included) at once; returns details for the
+        report (counts, timings). Never raises for an op it does not know."""
         t0 = time.perf_counter()
         self.seed(model)
         t1 = time.perf_counter()
-        self._run_onnx(model)
+        for n in model.graph:
+            if n not in self._done:
+                self._pull(n)
         t2 = time.perf_counter()
-        self._walk(model.graph)
-        t3 = time.perf_counter()
-        self._version = model.mutations
-        self._model_id = id(model)
+        self._eager = True
         targets = self._shape_targets(model)
         total = len(targets)
         shaped = sum(1 for v in targets if self._shape.get(v, UNKNOWN_RANK).dims is not None)
@@ -133,31 +159,71 @@ class SymbolTable:
         fresh = sum(1 for s in self._symbols.values() if s.kind == "fresh")
         return {"symbols": len(self._symbols), "input_symbols": list(self._input_syms), "fresh_symbols": fresh,
                 "unifications": len(self._unions), "conflicts": list(self._conflicts), "values": total,
-                "shaped": shaped, "shape_values": nvals, "onnx_inference": self._onnx_status,
-                "seconds": {"seed": round(t1 - t0, 6), "onnx": round(t2 - t1, 6), "walk": round(t3 - t2, 6)}}
+                "shaped": shaped, "shape_values": nvals, "onnx_inference": "per node",
+                "onnx_nodes": self._onnx_nodes, "seconds": {"seed": round(t1 - t0, 6), "walk": round(t2 - t1, 6)}}
 
     def ensure(self, model: Model) -> None:
-        """Re-infer when `model` changed (its mutation counter moved) or is another model than last time."""
-        if self._version != model.mutations or self._model_id != id(model):
-            self.infer(model)
+        """Bind to `model` (seeding) when the table holds another model or none; else bring what it knows up to
+        date with the model's edits (only the changed nodes and, where results differ, their readers)."""
+        if self._model is not model:
+            self.seed(model)
+        else:
+            deferred, self.defer_sync = self.defer_sync, False
+            try:
+                self._sync()
+            finally:
+                self.defer_sync = deferred
+
+    def complete(self, model: Model) -> None:
+        """:meth:`ensure`, then infer every value not inferred yet, so that every answer holds the closure of all
+        the unifications the graph forces (as after :meth:`infer`), not only of those met so far."""
+        self.ensure(model)
+        done = self._done
+        for n in model.graph:
+            if n not in done:
+                self._pull(n)
+
+    @property
+    def epoch(self) -> int:
+        """Grows with every unification: an answer given before may be more precise now anywhere (canonical forms
+        changed), not only around the nodes that changed."""
+        return len(self._unions)
+
+    def take_changed(self) -> list[Node]:
+        """The nodes whose inferred facts changed (inferred again after an edit, with another result) since the
+        last call."""
+        out = list(self._changed_facts)
+        self._changed_facts.clear()
+        return out
 
     def shape_of(self, value: Value) -> SymbolicShape | None:
-        """The symbolic shape of `value`, or None when the table knows nothing of it."""
+        """The symbolic shape of `value`, or None when the table knows nothing of it (a value of another model)."""
+        self._sync()
+        self._need(value)
         sh = self._shape.get(value)
-        if sh is None:
+        if sh is None or (value._const is not None and self._csrc.get(value) is not value._const):
             if value._const is None:
                 return None
             sh = self._shape_unwalked(value)
         if sh.dims is None or not self._redirected:
             return sh
-        return SymbolicShape(tuple(self.canon(d) for d in sh.dims))
+        return self._canonical(sh)[1]
 
     def value_of(self, value: Value) -> list[SymExpr] | None:
         """The symbolic contents of a scalar or 1-D integer tensor (a shape tensor), or None when unknown."""
+        self._sync()
+        self._need(value)
         r = self._v(value)
         return None if r is None else list(r)
 
+    def has_value(self, value: Value) -> bool:
+        """Cheap: whether :meth:`value_of` may know `value`'s contents (a node output whose value was inferred, or
+        an initializer). For loops over many values after :meth:`ensure`; False is definite only then."""
+        return value in self._val or value.producer is None
+
     def dtype_of(self, value: Value) -> int | None:
+        self._sync()
+        self._need(value)
         return self._dt(value)
 
     def symbol(self, name: str) -> ShapeSymbol | None:
@@ -198,15 +264,17 @@ class SymbolTable:
         st = self._stats
         if st:
             s += f"; {st['shaped']} of {st['values']} values shaped, {st['shape_values']} shape values known"
+        elif self._model is not None:
+            s += "; shapes inferred on demand"
         if self._unions:
             s += f", {len(self._unions)} unification{'s' if len(self._unions) != 1 else ''}"
-        if self._onnx_status.startswith("failed"):
-            s += " (onnx shape inference failed; own rules only)"
         return s
 
     def summary(self) -> dict[str, Any]:
         """Plain data for ``graphopt inspect`` and the report: the symbols (model and input symbols, and fresh
-        ones only when they unified with something), with their origin and the names they unified with."""
+        ones only when they unified with something), with their origin and the names they unified with, and what
+        was inferred (every value after :meth:`infer`; what was asked for otherwise)."""
+        self._sync()
         classes: dict[str, list[str]] = {}
         for name in self._symbols:
             classes.setdefault(self._find(name), []).append(name)
@@ -224,13 +292,18 @@ class SymbolTable:
             out.append({"name": name, "origin": sym.origin, "kind": sym.kind, "unified_with": others})
         return {"symbols": out, "fresh_symbols_not_shown": hidden,
                 "unifications": [{"a": a, "b": b, "reason": r} for a, b, r in self._unions],
-                "conflicts": list(self._conflicts), **self._stats, "onnx_inference": self._onnx_status}
+                "conflicts": list(self._conflicts), **self._stats, "inference": "eager" if self._eager else
+                "on demand", "nodes_inferred": self._computed, "nodes_reinferred": self._recomputed,
+                "onnx_inference": "per node", "onnx_nodes": self._onnx_nodes}
 
     def annotate(self, model: Model) -> int:
         """Write the inferred types into the model's value_info (every graph), symbolic dims named by their
         canonical rendering (``batch*seq``, ``(seq+1)//2``). Graph inputs, outputs and initializers keep their
-        declarations. Returns how many values it declared or retyped."""
+        declarations. Infers every value first. Returns how many values it declared or retyped."""
         self.ensure(model)
+        for n in model.graph:
+            if n not in self._done:
+                self._pull(n)
         n = 0
         for g in model.graph.all_graphs():
             for node in g:
@@ -261,8 +334,9 @@ class SymbolTable:
                         g.declare(v)
                         touched = True
                     n += touched
-        # annotating changes the model but not what the table knows about it
-        self._version = model.mutations
+        # declaring what the table knows changes no value's meaning: nothing to recompute for it
+        if self._log is not None:
+            self._log.nodes.clear()
         return n
 
     # ------------------------------------------------------------------------------------------------------------
@@ -355,6 +429,7 @@ class SymbolTable:
 
     def _changed_classes(self) -> None:
         self._canon_cache.clear()
+        self._canon_token = object()
 
     def _bind(self, s: str, val: int, reason: str) -> bool:
         r = self._find(s)
@@ -395,110 +470,380 @@ class SymbolTable:
         return True
 
     # ------------------------------------------------------------------------------------------------------------
-    # onnx's inference
+    # on-demand inference
     # ------------------------------------------------------------------------------------------------------------
-    def _run_onnx(self, model: Model) -> None:
-        """Types from onnx's shape inference (C++, with data propagation), keyed by our Values. Big initializers
-        go as header-only stubs. Any failure leaves the table with the model's declared types only."""
-        try:
-            import onnx.shape_inference
+    def _attach(self, model: Model) -> None:
+        if self._model is not model or self._log is None:
+            if self._model is not None and self._log is not None:
+                self._model.unwatch(self._log)
+            self._model = model
+            self._log = model.watch()
+        self._log.nodes.clear()
 
-            from ...ir import serde
+    def _root(self, n: Node) -> Node | None:
+        """The main-graph node that is `n` or holds `n` in a subgraph, or None when `n` is not in the bound
+        model (removed, or another model's)."""
+        m = self._model
+        if m is None:
+            return None
+        main = m.graph
+        g = n.graph
+        while g is not main:
+            if g is None or n._erased:
+                return None
+            o = g.owner
+            if o is None:
+                return None
+            n = o
+            g = o.graph
+        return None if n._erased else n
 
-            data = serde.serialize(model)
-            if len(data) > _STUB_ABOVE_BYTES:
-                # protobuf refuses 2 GiB: send big initializers as header-only stubs (inference never reads them)
-                data = b""
-                plan: dict[int, Any] = {}
-                for g in model.graph.all_graphs():
-                    for v in g._initializers.values():
-                        t = v._const
-                        if t is None or t.is_sparse:
-                            continue
-                        size = 1
-                        for d in t.shape:
-                            size *= d
-                        if size > _STUB_ELEMENTS and not t.is_external:
-                            plan[id(t)] = ("external", _STUB_LOCATION, 0, (size * bits_of(t.dtype) + 7) // 8, {})
-                data = serde.serialize(model, plan)
-            inferred = onnx.shape_inference.infer_shapes(data, check_type=False, strict_mode=False,
-                                                         data_prop=True)
-        except Exception as e:  # noqa: BLE001 - onnx raises many types; its results are optional here
-            self._onnx_status = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            log.warning("onnx shape inference failed (%s); using declared types and graphopt's rules",
-                        self._onnx_status)
+    def _need(self, v: Value) -> None:
+        """Make `v`'s entries current, inferring what it depends on first (a value of another model: nothing)."""
+        p = v.producer
+        if p is None:
+            g = v._graph
+            if g is None or g.owner is None:
+                return  # an input or initializer of the main graph: seeded, or read from its tensor
+            p = g.owner
+        elif p in self._done:
             return
-        self._onnx_status = "ok"
-        self._map_onnx(model.graph, inferred.graph)
+        r = self._root(p)
+        if r is not None and r not in self._done and r not in self._gray:
+            self._pull(r)
 
-    def _map_onnx(self, g: Graph, gp: Any) -> None:
-        """Pair our graphs with onnx's inferred GraphProtos (subgraphs by node position and attribute order);
-        the name -> ValueInfoProto tables are built only when a graph's types are first asked for."""
-        self._gp[g] = gp
-        nodes = gp.node
-        nn = len(nodes)
-        i = 0
+    def _deps(self, n: Node) -> Iterator[Node]:
+        """The main-graph nodes whose outputs `n` (a main-graph node) reads, its subgraphs' reads included."""
+        for v in n._inputs:
+            if v is not None:
+                p = v.producer
+                if p is not None:
+                    yield p
+        if n._subgraphs:
+            main = n.graph
+            for v in n.implicit_inputs():
+                p = v.producer
+                if p is not None and p.graph is main:
+                    yield p
+
+    def _pull(self, root: Node) -> None:
+        """Compute `root` (a main-graph node) after every node it depends on that is not current: an explicit
+        depth-first walk (graphs are deep), each node once. A cycle (an invalid graph) is cut where it closes: the
+        node there is computed with what is known of its inputs."""
+        done = self._done
+        if not root._subgraphs:
+            for v in root._inputs:
+                if v is not None:
+                    p = v.producer
+                    if p is not None and p not in done:
+                        break
+            else:  # the common case (a walk in graph order, an edit of one node): its inputs are current
+                shape = self._shape
+                for v in root._outputs:
+                    if v in shape:
+                        self._compute(root)  # inferred before: compare, and tell the readers
+                        break
+                else:
+                    self._eval(root)
+                done.add(root)
+                return
+        gray = self._gray
+        stack: list[tuple[Node, bool]] = [(root, False)]
+        while stack:
+            n, expanded = stack.pop()
+            if n in done:
+                continue
+            if expanded:
+                self._compute(n)
+                done.add(n)
+                gray.discard(n)
+                continue
+            if n in gray:
+                continue
+            gray.add(n)
+            stack.append((n, True))
+            for v in n._inputs:
+                if v is not None:
+                    p = v.producer
+                    if p is not None and p not in done and p not in gray:
+                        stack.append((p, False))
+            if n._subgraphs:
+                for p in self._deps(n):
+                    if p not in done and p not in gray:
+                        stack.append((p, False))
+
+    def _compute(self, n: Node) -> None:
+        """Infer the outputs of main-graph node `n` (and every value of its subgraphs). When a result differs
+        from what was known before, the readers that were current become stale."""
+        outs = n._outputs
+        shape = self._shape
+        old = None
+        for v in outs:
+            if v in shape:
+                val, dtm = self._val, self._dtype
+                old = [(shape.get(v), val.get(v), dtm.get(v)) for v in outs]
+                self._recomputed += 1
+                break
+        self._onnx_cache.pop(n, None)
+        self._eval(n)
+        if old is None:
+            return
+        done = self._done
+        for v, (sh, val, dt) in zip(outs, old):
+            if sh == shape.get(v) and val == self._val.get(v) and dt == self._dtype.get(v):
+                continue
+            self._changed_facts[n] = None
+            for u, _ in v._uses:
+                r = u if u.graph is n.graph else self._root(u)
+                if r is not None and r in done:
+                    done.discard(r)
+                    self._stale.append(r)
+
+    def _eval(self, n: Node) -> None:
+        self._computed += 1
+        if n._subgraphs:
+            self._seed_subgraphs(n)
+        outs = None
+        dom = n.domain
+        if not dom or dom == "ai.onnx":
+            fn = self.rules.get(n.op_type)
+            if fn is not None:
+                try:
+                    outs = fn(self, n)
+                except _RULE_ERRORS as e:
+                    log.debug("shape rule for %s failed: %s", n.op_type, e)
+                    outs = None
+        self._finish(n, outs)
+
+    def _walk(self, g: Graph) -> None:
+        """Infer every node of subgraph `g` in order (its outer reads are current)."""
         for n in g:
-            if n._subgraphs and i < nn and nodes[i].op_type == n.op_type:
-                protos = []
-                for a in nodes[i].attribute:
-                    if a.type == 5:  # GRAPH
-                        protos.append(a.g)
-                    elif a.type == 10:  # GRAPHS
-                        protos.extend(a.graphs)
-                for sg, sgp in zip(n._subgraphs, protos):
-                    self._map_onnx(sg, sgp)
-            i += 1
+            self._onnx_cache.pop(n, None)
+            self._eval(n)
 
-    def _vi_table(self, g: Graph) -> dict[str, Any]:
-        t = self._vi.get(g)
-        if t is None:
-            gp = self._gp.get(g)
-            t = {}
-            if gp is not None:
-                t = {vi.name: vi for vi in gp.value_info}
-                for vi in gp.output:
-                    t[vi.name] = vi
-                if g.owner is not None:
-                    for vi in gp.input:
-                        t[vi.name] = vi
-            self._vi[g] = t
-        return t
+    def _sync(self) -> None:
+        """Bring the facts up to date with the model's edits since the last answer: recompute the changed nodes
+        that were current, then (only where a result differs) their readers."""
+        lg = self._log
+        if lg is None or (not lg.nodes and not self._stale) or self.defer_sync:
+            return
+        done = self._done
+        stale = self._stale
+        for d in lg.take():
+            if d.graph is None or d._erased:  # removed: forget it (a rollback re-adds it as a new node)
+                done.discard(d)
+                self._onnx_cache.pop(d, None)
+                for v in d._outputs:
+                    self._shape.pop(v, None)
+                    self._val.pop(v, None)
+                    self._dtype.pop(v, None)
+                continue
+            for v in d._inputs:  # an initializer whose tensor was replaced (see Graph.set_const)
+                if v is not None and v in self._csrc and self._csrc[v] is not v._const:
+                    self._forget_const(v)
+            r = self._root(d)
+            if r is not None and r in done:
+                done.discard(r)
+                stale.append(r)
+        while stale:
+            r = stale.pop()
+            if r not in done and r.graph is not None and not r._erased:
+                self._pull(r)
 
-    def _onnx_info(self, v: Value) -> tuple[int | None, list | None]:
-        """(dtype, dims as int/str/None) from onnx's inference, else from the model's declaration."""
-        g = v.graph
-        vi = self._vi_table(g).get(v._name) if g is not None and self._gp else None  # type: ignore[arg-type]
-        if vi is not None:
-            tp = vi.type
-            if tp.WhichOneof("value") != "tensor_type":
-                return None, None
-            tt = tp.tensor_type
-            dt = tt.elem_type or None
-            if not tt.HasField("shape"):
-                return dt, None
-            dims: list[Any] = []
-            for d in tt.shape.dim:
-                w = d.WhichOneof("value")
-                dims.append(d.dim_value if w == "dim_value" else (d.dim_param if w == "dim_param" else None))
-            return dt, dims
+    def _forget_const(self, v: Value) -> None:
+        self._csrc.pop(v, None)
+        self._cval.pop(v, None)
+        self._shape.pop(v, None)
+        self._dtype.pop(v, None)
+
+    def _fresh_dim(self, v: Value, i: int, origin: str) -> SymExpr:
+        """The fresh symbol of dim `i` of `v`: made once, the same when `v` is inferred again."""
+        key = (v, i)
+        e = self._fresh_at.get(key)
+        if e is None:
+            e = self._fresh_at[key] = self._fresh_sym(origin)
+        return e
+
+    # ------------------------------------------------------------------------------------------------------------
+    # declared types and onnx's per-node inference
+    # ------------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _declared(v: Value) -> tuple[int | None, list | None]:
+        """(dtype, dims as int/str/None) the model declares for `v` (value_info, inputs, outputs, tensors)."""
         t = v.type
         if isinstance(t, TensorType):
             return (t.dtype or None), (list(t.shape) if t.shape is not None else None)
+        c = v._const
+        if c is not None and not c.is_sparse:
+            return c.dtype, list(c.shape)
         return None, None
 
+    def _onnx_info(self, v: Value) -> tuple[int | None, list | None]:
+        """(dtype, dims as int/str/None) for a value the rules left (partly) open: the declared type where it
+        says something (as onnx's own inference keeps it), filled in by onnx's inference of the producer alone."""
+        dt, dims = self._declared(v)
+        if dt is not None and dims is not None and all(
+                (d.__class__ is int and d >= 0) or (d.__class__ is str and d) for d in dims):
+            return dt, dims
+        p = v.producer
+        if p is None:
+            return dt, dims
+        got = self._node_onnx(p)
+        if not got:
+            return dt, dims
+        odt, odims = got.get(v._name, (None, None))
+        if dt is None:
+            dt = odt
+        if dims is None:
+            dims = odims
+        elif odims is not None and len(odims) == len(dims):
+            dims = [d if (d.__class__ is int and d >= 0) or (d.__class__ is str and d) else o
+                    for d, o in zip(dims, odims)]
+        return dt, dims
+
+    def _node_onnx(self, n: Node) -> dict[str, tuple[int | None, list | None]] | None:
+        r = self._onnx_cache.get(n, _MISSING)
+        if r is _MISSING:
+            try:
+                r = self._infer_node(n)
+            except Exception as e:  # noqa: BLE001 - onnx raises many types; its answer is optional here
+                log.debug("onnx inference of %s failed: %s", n.op_type, e)
+                r = None
+            self._onnx_cache[n] = r
+        return r
+
+    def _infer_node(self, n: Node) -> dict[str, tuple[int | None, list | None]] | None:
+        """onnx's inference of node `n` alone, from the input types (and small constant inputs) the table knows.
+        Symbolic dims travel as opaque names and come back as the same expressions."""
+        if n._subgraphs:
+            return None  # If/Loop/Scan have rules; onnx would need their bodies serialized
+        m = self._model
+        if m is None:
+            return None
+        dom = n.domain
+        std = not dom or dom == "ai.onnx"
+        fn_proto = None
+        schema = None
+        import onnx
+        import onnx.defs
+
+        if std or dom in m.opset_imports:
+            try:
+                schema = onnx.defs.get_schema(n.op_type, m.opset(dom) or 1, "" if std else dom)
+            except Exception:  # noqa: BLE001 - no schema for this op here
+                schema = None
+        if schema is None:
+            fn_proto = self._function(dom, n.op_type)
+            if fn_proto is None:
+                return None
+        from ...ir.serde import node_to_proto, tensor_to_proto, type_to_proto
+
+        names: dict[str, SymExpr] = {}  # opaque dim name -> our expression
+        params: dict[SymExpr, str] = {}
+
+        def type_bytes(v: Value) -> Any:
+            tp = onnx.TypeProto()
+            dt = self._dt(v)
+            if dt is None:
+                decl = v.type
+                if decl is not None and not isinstance(decl, TensorType):
+                    type_to_proto(decl, tp)  # a sequence, optional or map: as declared
+                    return tp
+            tt = tp.tensor_type
+            tt.elem_type = int(dt or 0)
+            dims = self._s(v)
+            if dims is not None:
+                shp = tt.shape
+                shp.SetInParent()
+                for d in dims:
+                    dp = shp.dim.add()
+                    if d.c is not None:
+                        if d.c >= 0:
+                            dp.dim_value = d.c
+                    else:
+                        nm = params.get(d)
+                        if nm is None:
+                            nm = params[d] = f"graphopt_dim_{len(params)}"
+                            names[nm] = d
+                        dp.dim_param = nm
+            return tp
+
+        types: dict[str, Any] = {}
+        data: dict[str, bytes] = {}
+        in_types = []
+        for v in n._inputs:
+            if v is None or not v._name:
+                in_types.append(None)
+                continue
+            tp = type_bytes(v)
+            in_types.append(tp)
+            types[v._name] = tp.SerializeToString()
+            c = v._const
+            if c is not None and not c.is_sparse and c.size <= _ONNX_DATA_ELEMENTS and v.is_constant():
+                data[v._name] = tensor_to_proto(c, v._name).SerializeToString()
+            else:
+                ints = self._ints(v) if self._dt(v) in _VALUE_DT else None
+                if ints is not None:
+                    arr = np.asarray(ints, dtype=np.int64 if self._dt(v) == _INT64 else np.int32)
+                    sh = self._s(v)
+                    if sh is not None and len(sh) == 0 and len(ints) == 1:
+                        arr = arr.reshape(())
+                    from ...ir.tensors import Tensor, numpy_dtype
+
+                    arr = arr.astype(numpy_dtype(self._dt(v)))  # type: ignore[arg-type]
+                    data[v._name] = tensor_to_proto(Tensor.from_numpy(arr), v._name).SerializeToString()
+        self._onnx_nodes += 1
+        if schema is not None:
+            opsets = {d or "": ver for d, ver in m.opset_imports.items()}
+            raw = schema._infer_node_outputs(node_to_proto(n).SerializeToString(), types, data, {}, opsets,
+                                             m.ir_version)
+            outs = {k: onnx.TypeProto.FromString(b) for k, b in raw.items()}
+        else:
+            import onnx.shape_inference
+
+            np_ = node_to_proto(n)
+            res = onnx.shape_inference.infer_function_output_types(
+                fn_proto, [t if t is not None else onnx.TypeProto() for t in in_types], list(np_.attribute))
+            outs = {v._name: t for v, t in zip(n._outputs, res) if v._name}
+        result: dict[str, tuple[int | None, list | None]] = {}
+        for k, tp in outs.items():
+            if tp.WhichOneof("value") != "tensor_type":
+                continue
+            tt = tp.tensor_type
+            dt = tt.elem_type or None
+            if not tt.HasField("shape"):
+                result[k] = (dt, None)
+                continue
+            dims: list[Any] = []
+            for d in tt.shape.dim:
+                w = d.WhichOneof("value")
+                if w == "dim_value":
+                    dims.append(d.dim_value)
+                elif w == "dim_param":
+                    e = names.get(d.dim_param)
+                    dims.append(e if e is not None else d.dim_param)
+                else:
+                    dims.append(None)
+            result[k] = (dt, dims)
+        return result
+
+    def _function(self, domain: str, op: str) -> Any:
+        fns = self._functions
+        if fns is None:
+            m = self._model
+            fns = self._functions = {(f.domain, f.name): f for f in (m.functions if m is not None else ())}
+        return fns.get((domain, op))
+
     # ------------------------------------------------------------------------------------------------------------
-    # the walk
+    # per-node results
     # ------------------------------------------------------------------------------------------------------------
     def _seed_value(self, v: Value, origin: str, kind: str, parse: bool = True,
                     rank_hint: int | None = None, dtype_hint: int | None = None) -> None:
-        dt, dims = self._onnx_info(v)
-        if dims is None and v._const is not None:
-            dims = list(v._const.shape)
+        dt, dims = self._declared(v)
         if dims is None and rank_hint is not None:
             dims = [None] * rank_hint
         if dt is None:
-            dt = dtype_hint if dtype_hint is not None else (v._const.dtype if v._const is not None else None)
+            dt = dtype_hint
         if dims is None:
             sh = UNKNOWN_RANK
         else:
@@ -512,28 +857,13 @@ class SymbolTable:
                     else:
                         out.append(self._from_param(d, f"{origin} dim {i}", parse))
                 else:
-                    out.append(self._fresh_sym(f"{origin} dim {i}"))
+                    out.append(self._fresh_dim(v, i, f"{origin} dim {i}"))
             sh = SymbolicShape(tuple(out))
         self._shape[v] = sh
         if dt is not None:
             self._dtype[v] = dt
-
-    def _walk(self, g: Graph) -> None:
-        rules = self.rules
-        for n in g:
-            if n._subgraphs:
-                self._seed_subgraphs(n)
-            outs = None
-            dom = n.domain
-            if not dom or dom == "ai.onnx":
-                fn = rules.get(n.op_type)
-                if fn is not None:
-                    try:
-                        outs = fn(self, n)
-                    except _RULE_ERRORS as e:
-                        log.debug("shape rule for %s failed: %s", n.op_type, e)
-                        outs = None
-            self._finish(n, outs)
+        else:
+            self._dtype.pop(v, None)
 
     def _seed_subgraphs(self, n: Node) -> None:
         op = n.op_type
@@ -566,7 +896,7 @@ class SymbolTable:
                         k = j - nstate
                         if os_ is not None and k < len(axes):
                             ax = axes[k] + len(os_) if axes[k] < 0 else axes[k]
-                            dt, dims = self._onnx_info(v)
+                            dt, _dims = self._declared(v)
                             self._shape[v] = SymbolicShape(tuple(os_[:ax]) + tuple(os_[ax + 1:]))
                             dt = dt or self._dt(outer)
                             if dt is not None:
@@ -581,6 +911,9 @@ class SymbolTable:
 
     def _finish(self, n: Node, outs: list[Out] | None) -> None:
         shape_map = self._shape
+        val_map = self._val
+        dt_map = self._dtype
+        shapes = self._shapes
         i = -1
         for v in n._outputs:
             i += 1
@@ -591,7 +924,7 @@ class SymbolTable:
                 dims, val, dt = None, None, None
             else:
                 dims, val, dt = o
-            # onnx's answer fills what our rule left open
+            # the declared type, then onnx's answer, fill what our rule left open
             ask = dt is None or dims is None
             if not ask:
                 for d in dims:  # type: ignore[union-attr]
@@ -605,13 +938,23 @@ class SymbolTable:
                 dims = self._merge(dims, odims, v, n)
             if dims is None:
                 shape_map[v] = UNKNOWN_RANK
+                if val_map:
+                    val_map.pop(v, None)
             else:
-                shape_map[v] = SymbolicShape(tuple(dims))
+                key = tuple(dims)
+                sh = shapes.get(key)
+                if sh is None:
+                    sh = shapes[key] = SymbolicShape(key)
+                shape_map[v] = sh
                 if val is not None and len(val) <= self.max_value_len and (
-                        (not dims and len(val) == 1) or (len(dims) == 1 and dims[0].c == len(val))):
-                    self._val[v] = val
+                        (not key and len(val) == 1) or (len(key) == 1 and key[0].c == len(val))):
+                    val_map[v] = val
+                elif val_map:
+                    val_map.pop(v, None)
             if dt is not None:
-                self._dtype[v] = dt
+                dt_map[v] = dt
+            else:
+                dt_map.pop(v, None)
 
     def _merge(self, dims: list | None, odims: list | None, v: Value, n: Node) -> list | None:
         if dims is None:
@@ -621,35 +964,40 @@ class SymbolTable:
         out = list(dims)
         same = odims is not None and len(odims) == len(dims)
         for i, d in enumerate(out):
-            # onnx's answer only fills what our rules could not derive: it may come from value_info the model
-            # declares, which can be stale (a static dim traced at export), and a wrong static dim would let a
-            # Shape fold to a constant that holds for one binding only
+            # the declared type only fills what our rules could not derive: it may be stale (a static dim traced
+            # at export), and a wrong static dim would let a Shape fold to a constant that holds for one binding
             if d is None:
                 out[i] = self._conv_dim(odims[i] if same else None, v, i, n)  # type: ignore[index]
         return out
 
     def _conv_dim(self, d: Any, v: Value, i: int, n: Node) -> SymExpr:
+        if d.__class__ is SymExpr:
+            return d
         if d.__class__ is int and d >= 0:
             return SymExpr.const(d)
         origin = f"dim {i} of {v.name!r} ({n.op_type})"
         if d.__class__ is str and d:
             return self._from_param(d, origin)
-        return self._fresh_sym(origin)
+        return self._fresh_dim(v, i, origin)
 
     # -- accessors used by the rules ---------------------------------------------------------------------------
     def _shape_unwalked(self, v: Value) -> SymbolicShape:
         c = v._const
         if c is not None:
-            sh = SymbolicShape(tuple(SymExpr.const(d) for d in c.shape))
-            self._dtype.setdefault(v, c.dtype)
+            cs = c.shape
+            sh = self._const_shapes.get(cs)  # type: ignore[assignment]
+            if sh is None:
+                sh = self._const_shapes[cs] = SymbolicShape(tuple(SymExpr.const(d) for d in cs))
+            self._dtype[v] = c.dtype
+            self._csrc[v] = c
         else:
-            dt, dims = self._onnx_info(v)
+            dt, dims = self._declared(v)
             if dims is None:
                 sh = UNKNOWN_RANK
             else:
                 sh = SymbolicShape(tuple(SymExpr.const(d) if d.__class__ is int and d >= 0 else (
                     self._from_param(d, f"dim {i} of {v.name!r}") if d.__class__ is str and d else
-                    self._fresh_sym(f"dim {i} of {v.name!r}")) for i, d in enumerate(dims)))
+                    self._fresh_dim(v, i, f"dim {i} of {v.name!r}")) for i, d in enumerate(dims)))
             if dt is not None:
                 self._dtype.setdefault(v, dt)
         self._shape[v] = sh
@@ -659,27 +1007,52 @@ class SymbolTable:
         if v is None:
             return None
         sh = self._shape.get(v)
-        if sh is None:
-            sh = self._shape_unwalked(v)
+        if sh is None or (v._const is not None and self._csrc.get(v) is not v._const):
+            if v.producer is not None or (v._graph is not None and v._graph.owner is not None):
+                self._need(v)
+                sh = self._shape.get(v)
+            if sh is None or (v._const is not None and self._csrc.get(v) is not v._const):
+                sh = self._shape_unwalked(v)
         dims = sh.dims
         if dims is None or not self._redirected:
             return dims
+        return self._canonical(sh)[0]
+
+    def _canonical(self, sh: SymbolicShape) -> tuple[tuple[SymExpr, ...], SymbolicShape]:
+        """`sh`'s dims in canonical form, and as a shape; remembered on `sh` until the next unification."""
+        cc = sh._cc
+        if cc is not None and cc[0] is self._canon_token:
+            return cc[1], cc[2]
         canon = self.canon
-        return tuple(canon(d) for d in dims)
+        dims = tuple(canon(d) for d in sh.dims)  # type: ignore[union-attr]
+        shape = sh if dims == sh.dims else SymbolicShape(dims)
+        sh._cc = (self._canon_token, dims, shape)
+        return dims, shape
 
     def _v(self, v: Value | None) -> tuple[SymExpr, ...] | None:
         if v is None:
             return None
         r = self._val.get(v)
         if r is None:
-            if v.producer is not None or v._const is None:
-                return None
-            if v in self._cval:
-                r = self._cval[v]
+            p = v.producer
+            if p is not None:
+                if p not in self._done:
+                    self._need(v)
+                    r = self._val.get(v)
+                if r is None:
+                    return None
             else:
-                r = self._cval[v] = self._const_value(v)
-            if r is None:
-                return None
+                c = v._const
+                if c is None:
+                    return None
+                got = self._cval.get(v)
+                if got is not None and got[0] is c:
+                    r = got[1]
+                else:
+                    r = self._const_value(v)
+                    self._cval[v] = (c, r)
+                if r is None:
+                    return None
         if not self._redirected:
             return r
         canon = self.canon
@@ -702,8 +1075,13 @@ class SymbolTable:
         if v is None:
             return None
         dt = self._dtype.get(v)
-        if dt is None and v._const is not None:
-            dt = v._const.dtype
+        if dt is None:
+            c = v._const
+            if c is not None:
+                return c.dtype
+            if v.producer is not None and v.producer not in self._done:
+                self._need(v)
+                dt = self._dtype.get(v)
         return dt
 
     def _ints(self, v: Value | None) -> list[int] | None:

@@ -32,6 +32,7 @@ class FlattenConcat(Rule):
     name = "flatten-concat"
     summary = "Concat reading Concats along the same axis -> one Concat"
     opsets = (4, None)  # axis is required from opset 4
+    depth = 2  # the Concat and the Concats it reads
 
     def root_ops(self) -> tuple[str, ...]:
         return ("Concat",)

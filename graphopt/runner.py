@@ -31,7 +31,16 @@ from .ir.core import Model
 from .pipeline import PipelineConfig
 from .report import ModelReport, op_diff, pass_rows
 from .validate import ModelSource, ValidateOptions, Validator, bisect, index_ranges, optimize_with
-from .validate.gate import Interface, check_input, check_output, interface_of
+from .validate.gate import (
+    Interface,
+    OnnxCheck,
+    check_input,
+    check_output,
+    interface_of,
+    onnx_problems,
+    output_problems,
+    start_output_check,
+)
 
 if TYPE_CHECKING:
     from .jit.context import JitContext
@@ -81,6 +90,7 @@ class Outcome:
     ctx: JitContext | None = None
     error: GraphoptError | None = None
     types_before: dict[str, Any] | None = field(default=None, repr=False)  # Job.graph_diff: the original's types
+    source: ModelSource | None = field(default=None, repr=False)           # the original, as loaded
 
 
 def run_job(job: Job, on_step: StepFn | None = None) -> ModelReport:
@@ -168,6 +178,7 @@ def _run(job: Job, out: Outcome, step: StepFn) -> None:
     step(f"loading {rep.input}")
     t0 = time.perf_counter()
     model, source = _load(job)
+    out.source = source
     rep.timings_optimize = {"load": time.perf_counter() - t0}
     before = summarize(model)
     rep.file_bytes_before = _file_bytes(model, before)
@@ -175,20 +186,39 @@ def _run(job: Job, out: Outcome, step: StepFn) -> None:
 
     step(f"checking {rep.input}")
     t0 = time.perf_counter()
-    gate = check_input(model, data=source.data, path=source.path, checker=job.check, name=job.path or rep.input)
-    rep.warnings.extend(gate.warnings)
+    # on a big model onnx's checker runs in a child process while the passes run (it holds the GIL: a thread would
+    # not overlap); its verdict is awaited before anything else is checked, validated or written
+    background = rep.nodes_before >= BACKGROUND_CHECK_NODES
+    gate = check_input(model, data=source.data, path=source.path, checker=job.check, name=job.path or rep.input,
+                       background=background)
     interface = interface_of(model)
     rep.timings_optimize["check"] = time.perf_counter() - t0
-
-    # integer inputs that index a table, read from the original before the passes change it
-    bounds = index_ranges(model) if job.validate else {}
-    _optimize(job, out, model, step)
-    data = _verify(job, out, source, interface, step)
-    problem = None
-    if job.validate:
-        problem = _validate(job, out, source, step, data, bounds)
-        if rep.bisection is not None and out.model is not None and rep.disabled:
-            data = _verify(job, out, source, interface, step)  # bisection rebuilt the model: check it again
+    pending: OnnxCheck | None = None
+    try:
+        # integer inputs that index a table, read from the original before the passes change it
+        bounds = index_ranges(model) if job.validate else {}
+        try:
+            _optimize(job, out, model, step)
+        except Exception:
+            gate.finish()  # an invalid input explains a failure better than the failure itself
+            raise
+        t0 = time.perf_counter()
+        gate.finish()
+        rep.timings_optimize["check"] += time.perf_counter() - t0
+        rep.warnings.extend(gate.warnings)
+        data, pending = _verify(job, out, interface, step, background=background and job.validate)
+        problem = None
+        if job.validate:
+            problem = _validate(job, out, source, step, data, bounds)
+        _verify_finish(job, out, interface, step, pending)
+        if job.validate and rep.bisection is not None and out.model is not None and rep.disabled:
+            # bisection rebuilt the model: check it again
+            data, pending = _verify(job, out, interface, step)
+            _verify_finish(job, out, interface, step, pending)
+    finally:
+        gate.cancel()
+        if pending is not None:
+            pending.cancel()
     _summarize(out, before)
     if job.graph_diff:
         _graph_diff(out, source, step)
@@ -203,31 +233,68 @@ def _run(job: Job, out: Outcome, step: StepFn) -> None:
             path=job.path)
 
 
-def _verify(job: Job, out: Outcome, source: ModelSource, interface: Interface, step: StepFn) -> bytes | None:
-    """The output gate: the optimized model must pass the checks its input passed and keep its interface. Returns
-    the result's serialized bytes (which validation and the writer reuse), or None when they were not needed. A
-    failure is graphopt's bug: the culprit pass is found, and the run ends with an internal error."""
-    assert out.model is not None
+# Models from this size on have onnx's checker run in a child process, in parallel with graphopt's own work (below
+# it the check takes milliseconds and a process would cost more than it saves).
+BACKGROUND_CHECK_NODES = 5000
+
+
+def _verify(job: Job, out: Outcome, interface: Interface, step: StepFn, *,
+            background: bool = False) -> tuple[bytes | None, OnnxCheck | None]:
+    """The output gate, first half: the optimized model must pass the checks its input passed and keep its
+    interface. Returns the result's serialized bytes (which validation and the writer reuse; None when not needed)
+    and onnx's checker on them, running in the background with `background` (see :func:`_verify_finish`).
+    A model no pass changed is the input, which passed the input gate: it is written back as it came, unchecked.
+    A failure is graphopt's bug: the culprit pass is found, and the run ends with an internal error."""
+    from .ir.serde.write import unchanged
+
+    assert out.model is not None and out.record is not None
     rep = out.report
     _stamp_record(job, out)
+    if not any(r.changed for r in out.record.passes) and unchanged(out.model):
+        return None, None
     step("verifying the optimized model")
     t0 = time.perf_counter()
     data = None
     if job.check or job.validate or job.output is not None:
         data = _serialize_for_check(out.model)
-    problems = check_output(out.model, interface, data=data, checker=job.check)
+    problems = output_problems(out.model, interface)
+    pending = None
+    if not problems and job.check and data is not None:
+        pending = start_output_check(out.model, data, background=background)
+        if not pending.running:  # done already: its verdict counts before anything runs the result
+            problems, pending = onnx_problems(pending), None
     rep.timings_optimize["verify"] = rep.timings_optimize.get("verify", 0.0) + time.perf_counter() - t0
     if problems:
-        culprit = _find_culprit(job, source, interface, step)
-        who = f"pass {culprit[0]!r} made it" if culprit else "no single pass made it (the round trip?)"
-        raise InternalError(
-            f"graphopt produced an invalid model ({who}): {problems[0]}"
-            + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""),
-            path=job.path,
-            hint="nothing was written; this is a bug in graphopt: please report the model"
-            + (f"; --skip {culprit[0]} avoids it" if culprit else ""),
-            details={"problems": problems, "culprit": culprit[0] if culprit else None})
-    return data
+        _broken(job, out, interface, step, problems)
+    return data, pending
+
+
+def _verify_finish(job: Job, out: Outcome, interface: Interface, step: StepFn, pending: OnnxCheck | None) -> None:
+    """The output gate, second half: onnx's checker's verdict on the result."""
+    if pending is None:
+        return
+    t0 = time.perf_counter()
+    problems = onnx_problems(pending)
+    rep = out.report
+    rep.timings_optimize["verify"] = rep.timings_optimize.get("verify", 0.0) + time.perf_counter() - t0
+    if problems:
+        _broken(job, out, interface, step, problems)
+
+
+def _broken(job: Job, out: Outcome, interface: Interface, step: StepFn, problems: list[str]) -> None:
+    assert out.source is not None
+    # what ran on the broken result (validation, in parallel with a background check) is not a report of it
+    out.report.validation = out.report.bisection = None
+    out.report.timings_validate = {}
+    culprit = _find_culprit(job, out.source, interface, step)
+    who = f"pass {culprit[0]!r} made it" if culprit else "no single pass made it (the round trip?)"
+    raise InternalError(
+        f"graphopt produced an invalid model ({who}): {problems[0]}"
+        + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""),
+        path=job.path,
+        hint="nothing was written; this is a bug in graphopt: please report the model"
+        + (f"; --skip {culprit[0]} avoids it" if culprit else ""),
+        details={"problems": problems, "culprit": culprit[0] if culprit else None})
 
 
 def _stamp_record(job: Job, out: Outcome) -> None:

@@ -21,10 +21,14 @@ names (a dim may become more specific, never renamed or dropped). A failure ther
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
+import signal
+import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,11 +55,40 @@ LENIENT: tuple[tuple[str, str], ...] = (
 @dataclass
 class GateResult:
     """What the gate found: `warnings` for findings that do not make the model invalid, and whether the node
-    order had to be sorted."""
+    order had to be sorted. With onnx's checker still running in the background, :meth:`finish` completes it."""
 
     warnings: list[str] = field(default_factory=list)
     sorted_nodes: bool = False
     checker: str = "not run"   # "ok", "skipped" (--no-check), "lenient" (a known-wrong finding downgraded)
+    _pending: OnnxCheck | None = field(default=None, repr=False)
+    _where: str | None = field(default=None, repr=False)
+
+    def finish(self) -> GateResult:
+        """Wait for onnx's checker (if it still runs) and apply its verdict: raises InvalidModelError for a
+        finding, adds a warning for a known false alarm."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return self
+        found, inference = pending.result()
+        if found is None:
+            self.checker = "ok"
+        elif self.sorted_nodes and "topologically sorted" in found:
+            self.checker = "lenient"
+        elif inference and _lenient(found) is not None:
+            self.checker = "lenient"
+            self.warnings.append(f"onnx's strict shape inference reports {_lenient(found)}, a known false alarm "
+                                 f"(onnxruntime runs such models): {_checker_words(found, True)}")
+        else:
+            raise _refuse(self._where, [_checker_words(found, inference)],
+                          "re-export the model, or run `python -m onnx.checker MODEL` for details; --no-check "
+                          "skips onnx's checker (never graphopt's own structural checks)")
+        return self
+
+    def cancel(self) -> None:
+        """Stop a checker still running in the background (the run ended another way)."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
 
 
 # ================================================================================================================
@@ -251,6 +284,91 @@ def onnx_check(data: bytes | None, path: str | None, *, locations: Iterable[str]
         return found, run(False) is None
 
 
+class OnnxCheck:
+    """:func:`onnx_check` run now, or (``background=True``, on Linux, from the main thread) in a forked child
+    while the caller goes on: onnx's checker holds the GIL for its whole run (a second or two at 100k nodes), so a
+    thread would not overlap; a child process does, on another core. :meth:`result` waits for it. A child that dies
+    without an answer (killed for memory, say) is replaced by a check in this process: the answer is never lost."""
+
+    def __init__(self, data: bytes | None, path: str | None, locations: Iterable[str] = (), *,
+                 background: bool = False):
+        self._args: tuple[Any, ...] = (data, path, tuple(locations))
+        self._result: tuple[str | None, bool] | None = None
+        self._pid: int | None = None
+        self._fd: int | None = None
+        if background and _can_fork():
+            self._start()
+        else:
+            self._result = onnx_check(data, path, locations=locations)
+
+    @property
+    def running(self) -> bool:
+        return self._pid is not None
+
+    def _start(self) -> None:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: check, answer through the pipe, and leave without running any cleanup
+            status = 1
+            try:
+                os.close(r)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                data, path, locations = self._args
+                view = memoryview(json.dumps(onnx_check(data, path, locations=locations)).encode())
+                while view:
+                    view = view[os.write(w, view):]
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(w)
+        self._pid, self._fd = pid, r
+
+    def result(self) -> tuple[str | None, bool]:
+        """(the first finding in words or None, whether shape inference made it), waiting for the child."""
+        if self._result is None:
+            assert self._fd is not None and self._pid is not None
+            chunks = []
+            while True:
+                b = os.read(self._fd, 1 << 16)
+                if not b:
+                    break
+                chunks.append(b)
+            self._reap()
+            try:
+                found, inference = json.loads(b"".join(chunks))
+                self._result = (found, bool(inference))
+            except ValueError:
+                data, path, locations = self._args
+                self._result = onnx_check(data, path, locations=locations)
+        return self._result
+
+    def cancel(self) -> None:
+        """Stop a running child (the run ended another way)."""
+        if self._pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(self._pid, signal.SIGKILL)
+            self._reap()
+
+    def _reap(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        if self._pid is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._pid, 0)
+            self._pid = None
+
+
+def _can_fork() -> bool:
+    # fork copies the calling thread only: from the main thread, with nothing but C code to run in the child, that
+    # is safe (onnx's checker takes no lock another thread could hold); elsewhere (a worker thread of a caller's
+    # pool) or on other systems the check runs in place
+    return (hasattr(os, "fork") and sys.platform.startswith("linux")
+            and threading.current_thread() is threading.main_thread())
+
+
 def _external_locations(model: Model) -> list[str]:
     out = []
     if model.meta.get("has_external", True):
@@ -288,10 +406,14 @@ def _checker_words(msg: str, inference: bool) -> str:
 # The gate
 # ================================================================================================================
 def check_input(model: Model, *, data: bytes | None = None, path: str | None = None, checker: bool = True,
-                name: str | None = None) -> GateResult:
+                name: str | None = None, background: bool = False) -> GateResult:
     """Check a loaded model before any pass runs; raises InvalidModelError (exit 3) naming `name` (the input's
     path, or "<stdin>") with what is wrong, in words. `data`/`path` are the model's bytes or file, for onnx's
-    checker (skipped with ``checker=False``; the structural checks always run)."""
+    checker (skipped with ``checker=False``; the structural checks always run).
+
+    With `background`, onnx's checker runs in a child process while the caller optimizes (see :class:`OnnxCheck`):
+    the result is then only final after :meth:`GateResult.finish`, which raises what the checker found. The
+    outcome is the same either way; only the wall time differs."""
     res = GateResult()
     where = path or name
     if model.meta.get("has_external", True):
@@ -303,42 +425,31 @@ def check_input(model: Model, *, data: bytes | None = None, path: str | None = N
         except ExternalDataError as e:
             e.path = e.path or where
             raise
-
-    def refuse(problems: list[str], hint: str | None = None) -> InvalidModelError:
-        msg = problems[0] + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else "")
-        err = InvalidModelError(msg, path=where, hint=hint)
-        err.details = {"problems": problems}
-        return err
-
     problems, res.sorted_nodes = structure_problems(model)
     if problems:
-        raise refuse(problems, hint="the model's graph is broken; re-export it (graphopt cannot repair it)")
+        raise _refuse(where, problems, "the model's graph is broken; re-export it (graphopt cannot repair it)")
     if res.sorted_nodes:
         res.warnings.append("the nodes were not in topological order; graphopt sorted them (onnx's checker "
                             "would refuse the original)")
     problems = tensor_problems(model)
     if problems:
-        raise refuse(problems, hint="a stored tensor is truncated or corrupted; re-export the model")
+        raise _refuse(where, problems, "a stored tensor is truncated or corrupted; re-export the model")
     if not checker:
         res.checker = "skipped"
         return res
-    found, inference = onnx_check(data, path if data is None else None,
-                                  locations=_external_locations(model) if data is not None else ())
-    if found is None:
-        res.checker = "ok"
-        return res
-    if res.sorted_nodes and "topologically sorted" in found:
-        res.checker = "lenient"
-        return res
-    lenient = _lenient(found) if inference else None
-    if lenient is not None:
-        res.checker = "lenient"
-        res.warnings.append(f"onnx's strict shape inference reports {lenient}, a known false alarm (onnxruntime runs "
-                            f"such models): {_checker_words(found, True)}")
-        return res
-    raise refuse([_checker_words(found, inference)],
-                 hint="re-export the model, or run `python -m onnx.checker MODEL` for details; --no-check skips "
-                 "onnx's checker (never graphopt's own structural checks)")
+    res._where = where
+    res._pending = OnnxCheck(data, path if data is None else None,
+                             _external_locations(model) if data is not None else (), background=background)
+    if not res._pending.running:
+        res.finish()
+    return res
+
+
+def _refuse(where: str | None, problems: list[str], hint: str) -> InvalidModelError:
+    msg = problems[0] + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else "")
+    err = InvalidModelError(msg, path=where, hint=hint)
+    err.details = {"problems": problems}
+    return err
 
 
 @dataclass(frozen=True)
@@ -407,18 +518,36 @@ def interface_problems(before: Interface, after: Interface) -> list[str]:
 
 def check_output(model: Model, before: Interface, *, data: bytes | None, checker: bool = True) -> list[str]:
     """The result's problems (empty when it may be written): structure, the interface and (with `checker`) onnx's
-    checker on `data`, the result's bytes. Findings the input gate would downgrade to warnings
-    are not problems here either."""
+    checker on `data`, the result's bytes. Findings the input gate would downgrade to warnings are not problems
+    here either."""
+    problems = output_problems(model, before)
+    if not problems and checker and data is not None:
+        problems = onnx_problems(OnnxCheck(data, None, _external_locations(model)))
+    return problems
+
+
+def output_problems(model: Model, before: Interface) -> list[str]:
+    """The result's problems that graphopt's own checks find: structure and the interface."""
     problems, _ = structure_problems(model, result=True)
     # stored tensors need no second look: the ones loaded passed the input gate and are written back as they came,
     # and the ones passes made come from numpy arrays, whose bytes match their dtype and shape by construction
     problems += interface_problems(before, interface_of(model))
-    if not problems and checker and data is not None:
-        found, inference = onnx_check(data, None, locations=_external_locations(model))
-        if found is not None and not (inference and _lenient(found)):
-            problems.append(_checker_words(found, inference))
     return problems
 
 
-__all__ = ["GateResult", "Interface", "LENIENT", "Port", "check_input", "check_output", "interface_of",
-           "interface_problems", "onnx_check", "structure_problems", "tensor_problem", "tensor_problems"]
+def start_output_check(model: Model, data: bytes, *, background: bool = False) -> OnnxCheck:
+    """onnx's checker on the result's bytes, now or in the background (see :class:`OnnxCheck`)."""
+    return OnnxCheck(data, None, _external_locations(model), background=background)
+
+
+def onnx_problems(check: OnnxCheck) -> list[str]:
+    """What onnx's checker found in a result, in words (a known false alarm is not a problem)."""
+    found, inference = check.result()
+    if found is None or (inference and _lenient(found)):
+        return []
+    return [_checker_words(found, inference)]
+
+
+__all__ = ["GateResult", "Interface", "LENIENT", "OnnxCheck", "Port", "check_input", "check_output", "interface_of",
+           "interface_problems", "onnx_check", "onnx_problems", "output_problems", "start_output_check",
+           "structure_problems", "tensor_problem", "tensor_problems"]

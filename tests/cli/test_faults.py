@@ -200,3 +200,34 @@ def test_a_pass_that_breaks_the_model_is_named_and_nothing_is_written(gsub, tmp_
         assert f"pass {bug!r} made it" in err and needle in err and f"--skip {bug}" in err
         assert "Traceback" not in err and r.stdout == b""
         assert not (tmp_path / "out.onnx").exists() and src.read_bytes() == before
+
+
+BACKGROUND = "import graphopt.runner as _r\n_r.BACKGROUND_CHECK_NODES = 0  # every model: onnx's checker in a child\n"
+
+
+def test_the_background_checker_gives_the_same_verdicts(gsub, tmp_path: Path) -> None:
+    # big models have onnx's checker run in a forked child while graphopt works; forced here for small ones
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    src = tmp_path / "model.onnx"
+    shutil.copy(ROOT / "samples" / "cnn.onnx", src)
+    r = gsub("optimize", str(src), "-o", "ok.onnx", prelude=BACKGROUND)
+    assert r.returncode == 0 and (tmp_path / "ok.onnx").is_file(), r.stderr.decode()
+    x = h.make_tensor_value_info("x", T.FLOAT, [2, 3])
+    w = onnx.numpy_helper.from_array(np.ones((5, 5), np.float32), "w")
+    bad = h.make_model(h.make_graph([h.make_node("MatMul", ["x", "w"], ["y"])], "g", [x],
+                                    [h.make_tensor_value_info("y", T.FLOAT, [2, 5])], [w]),
+                       opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+    onnx.save(bad, str(tmp_path / "bad.onnx"))
+    r = gsub("optimize", str(tmp_path / "bad.onnx"), "-o", "bad.out.onnx", prelude=BACKGROUND)
+    err = r.stderr.decode()
+    assert r.returncode == 3 and "incompatible dimensions" in err and r.stdout == b"", err
+    assert not (tmp_path / "bad.out.onnx").exists()
+    for extra in ([], ["--no-validate"]):
+        r = gsub("optimize", str(src), "-o", "broken.onnx", "--passes", "dce,test-bad-attr", *extra,
+                 prelude=BACKGROUND)
+        err = r.stderr.decode()
+        assert r.returncode == EXIT_INTERNAL and "pass 'test-bad-attr' made it" in err, err
+        assert r.stdout == b"" and not (tmp_path / "broken.onnx").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".graphopt")]

@@ -39,6 +39,7 @@ from .validate.gate import (
     interface_of,
     onnx_problems,
     output_problems,
+    start_file_check,
     start_output_check,
 )
 
@@ -177,20 +178,28 @@ def _run(job: Job, out: Outcome, step: StepFn) -> None:
         check_output_path(job.path, job.output, in_place=job.in_place)
     step(f"loading {rep.input}")
     t0 = time.perf_counter()
-    model, source = _load(job)
-    out.source = source
-    rep.timings_optimize = {"load": time.perf_counter() - t0}
-    before = summarize(model)
-    rep.file_bytes_before = _file_bytes(model, before)
-    rep.nodes_before = before["nodes"]
+    # a big file has onnx's checker started on it before it is loaded: loading and checking overlap
+    early = (start_file_check(job.input) if job.check and job.model is None and job.data is None
+             and job.input != "-" and _size(job.input) >= BACKGROUND_CHECK_BYTES else None)
+    try:
+        model, source = _load(job)
+        out.source = source
+        rep.timings_optimize = {"load": time.perf_counter() - t0}
+        before = summarize(model)
+        rep.file_bytes_before = _file_bytes(model, before)
+        rep.nodes_before = before["nodes"]
 
-    step(f"checking {rep.input}")
-    t0 = time.perf_counter()
-    # on a big model onnx's checker runs in a child process while the passes run (it holds the GIL: a thread would
-    # not overlap); its verdict is awaited before anything else is checked, validated or written
-    background = rep.nodes_before >= BACKGROUND_CHECK_NODES
-    gate = check_input(model, data=source.data, path=source.path, checker=job.check, name=job.path or rep.input,
-                       background=background)
+        step(f"checking {rep.input}")
+        t0 = time.perf_counter()
+        # on a big model onnx's checker runs in a child process while the passes run (it holds the GIL: a thread
+        # would not overlap); its verdict is awaited before anything else is checked, validated or written
+        background = rep.nodes_before >= BACKGROUND_CHECK_NODES
+        gate = check_input(model, data=source.data, path=source.path, checker=job.check,
+                           name=job.path or rep.input, background=background, started=early)
+    except BaseException:
+        if early is not None:
+            early.cancel()
+        raise
     interface = interface_of(model)
     rep.timings_optimize["check"] = time.perf_counter() - t0
     pending: OnnxCheck | None = None
@@ -236,6 +245,15 @@ def _run(job: Job, out: Outcome, step: StepFn) -> None:
 # Models from this size on have onnx's checker run in a child process, in parallel with graphopt's own work (below
 # it the check takes milliseconds and a process would cost more than it saves).
 BACKGROUND_CHECK_NODES = 5000
+# ... and files from this size on have it started before they are loaded (about 5000 nodes of an exporter's graph)
+BACKGROUND_CHECK_BYTES = 1 << 19
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # the load says what is wrong with the path
 
 
 def _verify(job: Job, out: Outcome, interface: Interface, step: StepFn, *,

@@ -4,6 +4,8 @@ fails here instead of being rolled back).
 The corpus is every model under the onnx package's ``backend/test/data`` and every case of its node test suite.
 For each case the pipeline runs strictly (a pass that raises fails the test), and then:
 
+* the input gate (graphopt's structural checks and onnx's checker with strict inference) refuses none of the cases
+  onnxruntime runs;
 * the result passes graphopt's output gate: the IR's structure (SSA, acyclic, every read produced, every output
   produced) and the interface guard (same inputs and outputs, in order, same names, dtypes, ranks, dim names);
 * the result passes onnx's checker (with strict shape inference) whenever the original does;
@@ -43,7 +45,8 @@ from graphopt.testing import (
     real_inputs,
     session,
 )
-from graphopt.validate.gate import interface_of, output_problems
+from graphopt.errors import InvalidModelError
+from graphopt.validate.gate import check_input, interface_of, output_problems
 
 CASES = corpus_cases()
 EXCLUSIONS_FILE = os.path.join(os.path.dirname(__file__), "corpus_exclusions.txt")
@@ -247,6 +250,11 @@ def test_pipeline_keeps_outputs(case: CorpusCase) -> None:
     mp = onnx.ModelProto()
     mp.ParseFromString(original)
     model = serde.loads(original)
+    try:  # the input gate, as a run passes it first
+        check_input(model, data=original, name=case.id)
+        refused = ""
+    except InvalidModelError as e:
+        refused = str(e)
     before = interface_of(model)
     result = graphopt.run(model, preset="O2", strict=True)
     assert not result.record.failed
@@ -270,6 +278,8 @@ def test_pipeline_keeps_outputs(case: CorpusCase) -> None:
         if case.id not in EXCLUDED:
             _disagree(f"onnxruntime cannot run {case.id}'s original ({why}), and the exclusion table does not say so")
         pytest.skip(f"excluded from the output comparison: {why}")
+    # the gate refuses no model onnxruntime runs
+    assert not refused, f"the input gate refuses a model onnxruntime runs: {refused}"
     if case.id in EXCLUDED and "locale" not in EXCLUDED[case.id]:  # locales differ between machines
         _disagree(f"{case.id} is in the exclusion table ({EXCLUDED[case.id]}) but onnxruntime runs it now")
     opt = _Session(optimized)  # onnxruntime loads the result whenever it loads the original

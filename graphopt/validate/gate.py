@@ -42,8 +42,9 @@ from ..ir.verify import verify
 log = logging.getLogger("graphopt.validate")
 
 # Strict shape inference findings that are wrong about models onnxruntime runs correctly, found by running the
-# gate over onnx's node test suite, its model zoo samples and the benchmark models (tests/test_gate_corpus.py
-# keeps this true). Each entry: (what it is, a regex on the checker's message). A matching finding is a warning.
+# gate over onnx's node test suite and its models (tests/test_pipeline_corpus.py keeps this true) and the benchmark
+# models. Not one: a tensor that shape inference must read (Reshape's shape) stored as external data, which onnx
+# cannot read and onnxruntime refuses to load too. Each entry: (what it is, a regex on the checker's message). A matching finding is a warning.
 LENIENT: tuple[tuple[str, str], ...] = (
     # onnx expands a function op (MeanVarianceNormalization, ...) into its body to infer it, and strict mode then
     # trips over the body's own Constant nodes (attribute references it cannot resolve): node/test_mvn
@@ -397,6 +398,11 @@ def _checker_words(msg: str, inference: bool) -> str:
     else:
         msg = re.sub(r"^\[[A-Za-z]+\]\s*", "", msg)
     msg = msg if len(msg) <= 300 else msg[:297] + "..."
+    ext = re.search(r"cannot parse data from external tensors.*for tensor: (\S+)", msg, re.IGNORECASE)
+    if ext:
+        # not a contradiction: onnx (and onnxruntime, which refuses to load such a model) reads no shape from there
+        return (f"tensor {ext.group(1)!r} sets a shape but is stored as external data, where neither onnx's shape "
+                f"inference nor onnxruntime reads it ({msg.split(':')[0]}); store it inline")
     if inference:
         return f"its types and shapes contradict each other: {msg}"
     return f"the ONNX checker rejects it: {msg}"
@@ -406,16 +412,38 @@ def _checker_words(msg: str, inference: bool) -> str:
 # The gate
 # ================================================================================================================
 def check_input(model: Model, *, data: bytes | None = None, path: str | None = None, checker: bool = True,
-                name: str | None = None, background: bool = False) -> GateResult:
+                name: str | None = None, background: bool = False,
+                started: OnnxCheck | None = None) -> GateResult:
     """Check a loaded model before any pass runs; raises InvalidModelError (exit 3) naming `name` (the input's
     path, or "<stdin>") with what is wrong, in words. `data`/`path` are the model's bytes or file, for onnx's
     checker (skipped with ``checker=False``; the structural checks always run).
 
     With `background`, onnx's checker runs in a child process while the caller optimizes (see :class:`OnnxCheck`):
     the result is then only final after :meth:`GateResult.finish`, which raises what the checker found. The
-    outcome is the same either way; only the wall time differs."""
+    outcome is the same either way; only the wall time differs. `started` is onnx's checker already running on
+    `path` (started before the model was loaded, see :func:`start_file_check`); the gate takes it over, and
+    cancels it when it refuses the model for another reason."""
     res = GateResult()
-    where = path or name
+    res._pending = started   # cancelled by the caller's GateResult.cancel() or below on a refusal
+    try:
+        _check_structure(model, res, path or name)
+    except BaseException:
+        res.cancel()
+        raise
+    if not checker:
+        res.cancel()
+        res.checker = "skipped"
+        return res
+    res._where = path or name
+    if res._pending is None:
+        res._pending = OnnxCheck(data, path if data is None else None,
+                                 _external_locations(model) if data is not None else (), background=background)
+    if not res._pending.running:
+        res.finish()
+    return res
+
+
+def _check_structure(model: Model, res: GateResult, where: str | None) -> None:
     if model.meta.get("has_external", True):
         from ..errors import ExternalDataError
         from ..ir.serde import check_external_data
@@ -434,15 +462,14 @@ def check_input(model: Model, *, data: bytes | None = None, path: str | None = N
     problems = tensor_problems(model)
     if problems:
         raise _refuse(where, problems, "a stored tensor is truncated or corrupted; re-export the model")
-    if not checker:
-        res.checker = "skipped"
-        return res
-    res._where = where
-    res._pending = OnnxCheck(data, path if data is None else None,
-                             _external_locations(model) if data is not None else (), background=background)
-    if not res._pending.running:
-        res.finish()
-    return res
+
+
+def start_file_check(path: str) -> OnnxCheck | None:
+    """onnx's checker on a model file, started in a child process before the file is even loaded, so that loading
+    and checking overlap (hand the result to :func:`check_input` as `started`); None where it cannot run in the
+    background. The file is read by the child itself: external data is resolved by onnx against the file's
+    folder, as graphopt resolves it."""
+    return OnnxCheck(None, path, background=True) if _can_fork() else None
 
 
 def _refuse(where: str | None, problems: list[str], hint: str) -> InvalidModelError:
@@ -549,5 +576,5 @@ def onnx_problems(check: OnnxCheck) -> list[str]:
 
 
 __all__ = ["GateResult", "Interface", "LENIENT", "OnnxCheck", "Port", "check_input", "check_output", "interface_of",
-           "interface_problems", "onnx_check", "onnx_problems", "output_problems", "start_output_check",
-           "structure_problems", "tensor_problem", "tensor_problems"]
+           "interface_problems", "onnx_check", "onnx_problems", "output_problems", "start_file_check",
+           "start_output_check", "structure_problems", "tensor_problem", "tensor_problems"]

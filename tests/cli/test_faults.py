@@ -202,7 +202,9 @@ def test_a_pass_that_breaks_the_model_is_named_and_nothing_is_written(gsub, tmp_
         assert not (tmp_path / "out.onnx").exists() and src.read_bytes() == before
 
 
-BACKGROUND = "import graphopt.runner as _r\n_r.BACKGROUND_CHECK_NODES = 0  # every model: onnx's checker in a child\n"
+BACKGROUND = ("import graphopt.runner as _r\n"
+              "_r.BACKGROUND_CHECK_NODES = 0  # every model: onnx's checker in a child while the passes run\n"
+              "_r.BACKGROUND_CHECK_BYTES = 0  # ... started on the file before it is loaded\n")
 
 
 def test_the_background_checker_gives_the_same_verdicts(gsub, tmp_path: Path) -> None:
@@ -230,4 +232,22 @@ def test_the_background_checker_gives_the_same_verdicts(gsub, tmp_path: Path) ->
         err = r.stderr.decode()
         assert r.returncode == EXIT_INTERNAL and "pass 'test-bad-attr' made it" in err, err
         assert r.stdout == b"" and not (tmp_path / "broken.onnx").exists()
+    # the checker started before the load is cancelled when graphopt's own checks refuse the model first ...
+    dangling = h.make_model(h.make_graph([h.make_node("Relu", ["nowhere"], ["y"])], "g", [x],
+                                         [h.make_tensor_value_info("y", T.FLOAT, [2, 3])]),
+                            opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+    onnx.save(dangling, str(tmp_path / "dangling.onnx"))
+    r = gsub("optimize", str(tmp_path / "dangling.onnx"), "-o", "d.out.onnx", prelude=BACKGROUND)
+    err = r.stderr.decode()
+    assert r.returncode == 3 and "'nowhere'" in err and "Traceback" not in err, err
+    # ... and finds a model's external data beside the file, as graphopt does
+    ext = onnx.load(str(src))
+    onnx.save(ext, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.data", size_threshold=64)
+    r = gsub("optimize", str(tmp_path / "ext.onnx"), "-o", "ext.out.onnx", prelude=BACKGROUND)
+    assert r.returncode == 0 and (tmp_path / "ext.out.onnx").is_file(), r.stderr.decode()
+    # a shape stored out there is unreadable to onnx and onnxruntime alike: refused, in words that say so
+    onnx.save(ext, str(tmp_path / "ext0.onnx"), save_as_external_data=True, location="ext0.data", size_threshold=0)
+    r = gsub("optimize", str(tmp_path / "ext0.onnx"), "-o", "ext0.out.onnx", prelude=BACKGROUND)
+    err = r.stderr.decode()
+    assert r.returncode == 3 and "is stored as external data" in err and "store it inline" in err, err
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".graphopt")]

@@ -457,7 +457,7 @@ def _summarize(out: Outcome, before: dict[str, Any]) -> None:
     rep.rounds = record.rounds
     rep.converged = record.converged
     rep.warnings.extend(w for w in record.warnings if w not in rep.warnings)
-    after = summarize(out.model)
+    after = summarize(out.model) if rep.changed else before  # no pass changed it: the input's own summary
     rep.nodes_after = after["nodes"]
     rep.op_types = op_diff(before["op_types"], after["op_types"])
     rep.symbols = dict(ctx.symbols.summary()) if hasattr(ctx.symbols, "summary") else {}

@@ -92,6 +92,25 @@ def test_a_subgraph_reading_an_undefined_value_is_refused() -> None:
     assert "'nowhere'" in e.message and "subgraph of If node" in e.message
 
 
+def test_the_load_order_vouches_for_acyclicity_only_until_the_model_changes() -> None:
+    # in order as loaded: no sort is needed (the loader saw each value defined before it was read)
+    mp = _model([h.make_node("Neg", ["x"], ["a"]), h.make_node("Relu", ["a"], ["y"])])
+    data = mp.SerializeToString()
+    m = serde.loads(data)
+    assert m.meta["in_order_at"] == m.mutations
+    assert check_input(m, data=data, name="m.onnx").sorted_nodes is False
+    # a caller edits the loaded model into a cycle: the gate looks again
+    neg, relu = list(m.graph)
+    neg.replace_input_with(0, relu.outputs[0])
+    assert m.meta["in_order_at"] != m.mutations
+    with pytest.raises(InvalidModelError, match="cycle"):
+        check_input(m, checker=False, name="m.onnx")
+    # a cycle or a value read before its definition is a forward reference: the loader does not vouch
+    cyc = serde.loads(_model([h.make_node("Add", ["x", "b"], ["a"]), h.make_node("Relu", ["a"], ["b"]),
+                              h.make_node("Relu", ["b"], ["y"])]).SerializeToString())
+    assert cyc.meta["in_order_at"] is None
+
+
 def test_nodes_out_of_order_are_sorted_with_a_warning() -> None:
     mp = _model([h.make_node("Relu", ["a"], ["y"]), h.make_node("Neg", ["x"], ["a"])])
     assert not _ort_refuses(mp)  # onnxruntime runs it: refusing it would be wrong

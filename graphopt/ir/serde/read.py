@@ -182,6 +182,8 @@ def _from_proto(mp: onnx.ModelProto, base_dir: str | None, copy: bool, scan_exte
     g = loader.load(gp, None)
     model.graph = g
     g.model = model
+    # the graphs are in topological order as long as the model is not changed (see Model.mutations)
+    model.meta["in_order_at"] = None if loader.forward else model.mutations
     if scan_external:
         _mark_external_attr_nodes(model)
     return model
@@ -219,6 +221,9 @@ class _GraphLoader:
         self.base_dir = base_dir
         self.scopes: list[dict[str, Value]] = []
         self.pendings: list[dict[str, Value]] = []
+        # a value defined after a node that reads it (in any graph): without one, every graph's node order is
+        # already topological, so no cycle can exist either
+        self.forward = False
 
     def _lookup(self, name: str) -> Value:
         scopes = self.scopes
@@ -336,6 +341,8 @@ class _GraphLoader:
                 v = pending.pop(name, None) if pending else None
                 if v is None:
                     v = _new_value(name)
+                else:
+                    self.forward = True
                 v.producer = node
                 v.index = i
                 if name:

@@ -325,6 +325,10 @@ def assert_unchanged(model: Model, name: str, **options: Any) -> Model:
 # The pipeline oracle (benchmarks/fuzz.py, tests/test_fuzz_regressions.py)
 # ----------------------------------------------------------------------------------------------------------------
 # Tolerances per output dtype when the optimized model's outputs are compared with the original's: (rtol, atol).
+# atol is relative to the output's scale (its largest finite magnitude, at least 1): a fused kernel may round
+# differently, and onnxruntime's LayerNormalization computes the variance as E[x^2] - E[x]^2, which loses digits on
+# rows of nearly equal values that the spelled-out form keeps; such a row's error is small next to the tensor's
+# scale, not next to its own tiny values.
 ORACLE_TOLERANCE = {np.dtype(np.float32): (1e-4, 1e-5), np.dtype(np.float16): (1e-2, 1e-2),
                     np.dtype(np.float64): (1e-7, 1e-9)}
 
@@ -366,7 +370,9 @@ def _compare_outputs(names: Sequence[str], ra: Sequence[Any], rb: Sequence[Any],
         elif x.dtype.kind in "fc":
             rtol, atol = ORACLE_TOLERANCE.get(x.dtype, (1e-4, 1e-5))
             xf, yf = x.astype(np.float64), y.astype(np.float64)
-            ok = np.isclose(yf, xf, rtol=rtol, atol=atol, equal_nan=True)
+            finite = np.abs(xf[np.isfinite(xf)])
+            scale = max(1.0, float(finite.max())) if finite.size else 1.0
+            ok = np.isclose(yf, xf, rtol=rtol, atol=atol * scale, equal_nan=True)
             if not ok.all():
                 i = int(np.argmin(ok.reshape(-1)))
                 out.append(f"[mismatch] output {name!r}: {int((~ok).sum())} of {ok.size} values differ, e.g. "
@@ -385,7 +391,7 @@ def _eval_dim(text: str, binding: Mapping[str, int]) -> int | None:
     if not names <= set(binding) or not re.fullmatch(r"[A-Za-z0-9_+\-*/%() ]*", text):
         return None
     try:
-        return int(eval(text, {"__builtins__": {}}, dict(binding)))  # noqa: S307 - digits, names, + - * // % ( )
+        return int(eval(text, {"__builtins__": {}}, dict(binding)))  # only digits, names, + - * // % ( )
     except Exception:  # noqa: BLE001
         return None
 
@@ -422,8 +428,8 @@ def _symbol_problems(mp: onnx.ModelProto, model_bytes: bytes, bindings: Sequence
     try:
         sess = session(probe)
     except Exception as e:  # noqa: BLE001
-        return [f"[symbols] onnxruntime refuses the model with the inferred types of its values as outputs "
-                f"(a wrong dtype?): {_first_line(e)}"]
+        return [(f"[symbols] onnxruntime refuses the model with the inferred types of its values as outputs "
+                 f"(a wrong dtype?): {_first_line(e)}")]
     problems: list[str] = []
     k = len(mp.graph.output)
     for binding in bindings:
@@ -438,6 +444,10 @@ def _symbol_problems(mp: onnx.ModelProto, model_bytes: bytes, bindings: Sequence
             dims = declared[name][1]
             if len(dims) != arr.ndim:
                 problems.append(f"[symbols] {name!r}: rank {len(dims)} inferred, {arr.ndim} computed")
+                continue
+            if arr.size == 0:
+                # an empty tensor's other dims are the runtime's choice where ONNX leaves them open (onnxruntime
+                # gives a Loop's scan output of zero iterations the dims it can infer, 0 for a symbolic one)
                 continue
             for i, (d, n) in enumerate(zip(dims, arr.shape)):
                 if d is None:

@@ -325,6 +325,7 @@ def assert_unchanged(model: Model, name: str, **options: Any) -> Model:
 # The pipeline oracle (benchmarks/fuzz.py, tests/test_fuzz_regressions.py)
 # ----------------------------------------------------------------------------------------------------------------
 # Tolerances per output dtype when the optimized model's outputs are compared with the original's: (rtol, atol).
+# (float16: a finite value where the original overflowed to inf or nan counts as equal.)
 # atol is relative to the output's scale (its largest finite magnitude, at least 1): a fused kernel may round
 # differently, and onnxruntime's LayerNormalization computes the variance as E[x^2] - E[x]^2, which loses digits on
 # rows of nearly equal values that the spelled-out form keeps; such a row's error is small next to the tensor's
@@ -373,6 +374,10 @@ def _compare_outputs(names: Sequence[str], ra: Sequence[Any], rb: Sequence[Any],
             finite = np.abs(xf[np.isfinite(xf)])
             scale = max(1.0, float(finite.max())) if finite.size else 1.0
             ok = np.isclose(yf, xf, rtol=rtol, atol=atol * scale, equal_nan=True)
+            if x.dtype == np.float16:
+                # a fused op computing in float32 (LayerNormalization's stash_type) does not overflow where the
+                # spelled-out float16 form does: a finite result where the original overflowed is not a mismatch
+                ok |= ~np.isfinite(xf) & np.isfinite(yf)
             if not ok.all():
                 i = int(np.argmin(ok.reshape(-1)))
                 out.append(f"[mismatch] output {name!r}: {int((~ok).sum())} of {ok.size} values differ, e.g. "

@@ -319,3 +319,236 @@ def assert_unchanged(model: Model, name: str, **options: Any) -> Model:
     assert pass_stats(model, name, **options) == {}
     assert snapshot(model) == before, f"{name} reported no change but the model's bytes changed"
     return model
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pipeline oracle (benchmarks/fuzz.py, tests/test_fuzz_regressions.py)
+# ----------------------------------------------------------------------------------------------------------------
+# Tolerances per output dtype when the optimized model's outputs are compared with the original's: (rtol, atol).
+# (float16: a finite value where the original overflowed to inf or nan counts as equal.)
+# atol is relative to the output's scale (its largest finite magnitude, at least 1): a fused kernel may round
+# differently, and onnxruntime's LayerNormalization computes the variance as E[x^2] - E[x]^2, which loses digits on
+# rows of nearly equal values that the spelled-out form keeps; such a row's error is small next to the tensor's
+# scale, not next to its own tiny values.
+ORACLE_TOLERANCE = {np.dtype(np.float32): (1e-4, 1e-5), np.dtype(np.float16): (1e-2, 1e-2),
+                    np.dtype(np.float64): (1e-7, 1e-9)}
+
+
+def default_bindings(model: ModelLike) -> list[dict[str, int]]:
+    """Two bindings of a model's symbolic input dims: every dim 1 (broadcasting edge cases), then 3, 4, 5, ... (a
+    different size per name, so that dims merely named alike in the optimizer's mind show up)."""
+    names: list[str] = []
+    for vi in real_inputs(to_proto(model)):
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_param") and d.dim_param not in names:
+                names.append(d.dim_param)
+    if not names:
+        return [{}]
+    return [{n: 1 for n in names}, {n: 3 + i % 3 for i, n in enumerate(names)}]
+
+
+def _oracle_run(sess: Any, feeds: Mapping[str, np.ndarray]) -> list[Any]:
+    names = {i.name for i in sess.get_inputs()}
+    return sess.run(None, {k: v for k, v in feeds.items() if k in names})
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    text = f"{type(e).__name__}: {e}".strip().splitlines()
+    line = text[0] if text else type(e).__name__
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _compare_outputs(names: Sequence[str], ra: Sequence[Any], rb: Sequence[Any], where: str) -> list[str]:
+    out: list[str] = []
+    if len(ra) != len(rb):
+        return [f"[mismatch] {len(rb)} outputs instead of {len(ra)} ({where})"]
+    for name, x, y in zip(names, ra, rb):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.dtype != y.dtype:
+            out.append(f"[mismatch] output {name!r}: dtype {y.dtype} instead of {x.dtype} ({where})")
+        elif x.size == 0 and y.size == 0 and x.ndim == y.ndim:
+            continue  # empty either way: onnxruntime picks the other dims of a Loop's zero-iteration scan output
+        elif x.shape != y.shape:
+            out.append(f"[mismatch] output {name!r}: shape {list(y.shape)} instead of {list(x.shape)} ({where})")
+        elif x.dtype.kind in "fc":
+            rtol, atol = ORACLE_TOLERANCE.get(x.dtype, (1e-4, 1e-5))
+            xf, yf = x.astype(np.float64), y.astype(np.float64)
+            finite = np.abs(xf[np.isfinite(xf)])
+            scale = max(1.0, float(finite.max())) if finite.size else 1.0
+            ok = np.isclose(yf, xf, rtol=rtol, atol=atol * scale, equal_nan=True)
+            if x.dtype == np.float16:
+                # a fused op computing in float32 (LayerNormalization's stash_type) does not overflow where the
+                # spelled-out float16 form does: a finite result where the original overflowed is not a mismatch
+                ok |= ~np.isfinite(xf) & np.isfinite(yf)
+            if not ok.all():
+                i = int(np.argmin(ok.reshape(-1)))
+                out.append(f"[mismatch] output {name!r}: {int((~ok).sum())} of {ok.size} values differ, e.g. "
+                           f"{yf.reshape(-1)[i]!r} instead of {xf.reshape(-1)[i]!r} ({where})")
+        elif not np.array_equal(x, y):
+            out.append(f"[mismatch] output {name!r}: values differ ({where})")
+    return out
+
+
+def _eval_dim(text: str, binding: Mapping[str, int]) -> int | None:
+    """The size a rendered symbolic dim ("N", "2*N", "(N+1)//2") has under `binding`; None when it names a symbol
+    the binding does not give."""
+    import re
+
+    names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_.:]*", text))
+    if not names <= set(binding) or not re.fullmatch(r"[A-Za-z0-9_+\-*/%() ]*", text):
+        return None
+    try:
+        return int(eval(text, {"__builtins__": {}}, dict(binding)))  # only digits, names, + - * // % ( )
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _symbol_problems(mp: onnx.ModelProto, model_bytes: bytes, bindings: Sequence[Mapping[str, int]],
+                     seed: int) -> list[str]:
+    """The shape symbols graphopt infers for the main graph's values against the shapes onnxruntime computes: each
+    static dim exact, each dim over the input's dim names exact, and any other symbol one size per run."""
+    from . import api
+
+    m = serde.loads(model_bytes)
+    try:
+        api.run(m, preset="O0", strict=True, annotate_shapes=True)
+    except Exception as e:  # noqa: BLE001
+        return [f"[symbols] inferring shape symbols failed: {_first_line(e)}"]
+    ann = to_proto(m)
+    outputs = {o.name for o in mp.graph.output}
+    produced = {o for n in mp.graph.node for o in n.output if o}
+    declared: dict[str, tuple[int, list[Any]]] = {}
+    for vi in ann.graph.value_info:
+        if vi.name in produced and vi.name not in outputs and vi.type.HasField("tensor_type"):
+            tt = vi.type.tensor_type
+            if not tt.HasField("shape"):
+                continue
+            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
+            declared[vi.name] = (tt.elem_type, dims)
+    if not declared:
+        return []
+    probe = onnx.ModelProto()
+    probe.CopyFrom(mp)
+    names = sorted(declared)
+    for name in names:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, declared[name][0], None))
+    try:
+        sess = session(probe)
+    except Exception as e:  # noqa: BLE001
+        return [(f"[symbols] onnxruntime refuses the model with the inferred types of its values as outputs "
+                 f"(a wrong dtype?): {_first_line(e)}")]
+    problems: list[str] = []
+    k = len(mp.graph.output)
+    for binding in bindings:
+        feeds = random_inputs(mp, binding, seed=seed)
+        try:
+            got = _oracle_run(sess, feeds)[k:]
+        except Exception:  # noqa: BLE001 - the original does not run with this binding
+            continue
+        sizes: dict[str, tuple[int, str]] = {}
+        for name, arr in zip(names, got):
+            arr = np.asarray(arr)
+            dims = declared[name][1]
+            if len(dims) != arr.ndim:
+                problems.append(f"[symbols] {name!r}: rank {len(dims)} inferred, {arr.ndim} computed")
+                continue
+            if arr.size == 0:
+                # an empty tensor's other dims are the runtime's choice where ONNX leaves them open (onnxruntime
+                # gives a Loop's scan output of zero iterations the dims it can infer, 0 for a symbolic one)
+                continue
+            for i, (d, n) in enumerate(zip(dims, arr.shape)):
+                if d is None:
+                    continue
+                if isinstance(d, int):
+                    if d != n:
+                        problems.append(f"[symbols] {name!r}: dim {i} inferred {d}, computed {n} "
+                                        f"(shape {list(arr.shape)}, binding {dict(binding)})")
+                    continue
+                want = _eval_dim(d, binding)
+                if want is not None and want != n:
+                    problems.append(f"[symbols] {name!r}: dim {i} inferred {d} = {want}, computed {n} "
+                                    f"(binding {dict(binding)})")
+                elif want is None:
+                    seen = sizes.setdefault(d, (n, name))
+                    if seen[0] != n:
+                        problems.append(f"[symbols] symbol {d!r} is {seen[0]} in {seen[1]!r} but {n} in {name!r} "
+                                        f"(binding {dict(binding)})")
+        if problems:
+            break
+    return problems[:5]
+
+
+def check_pipeline(model_bytes: bytes, *, preset: str = "O2", seeds: Sequence[int] = (0, 1),
+                   bindings: Sequence[Mapping[str, int]] | None = None, symbols: bool = True) -> list[str]:
+    """Everything that must hold when graphopt's `preset` pipeline optimizes a valid model, as problems in words
+    (empty when all hold). Each problem starts with its class in brackets:
+
+    - ``[pipeline]`` a pass failed (the pipeline runs strictly, the IR verified after every pass, no validation);
+    - ``[verify]`` / ``[gate]`` the result breaks the IR's invariants or graphopt's output gate (the interface: the
+      same input and output names, dtypes, ranks and dim names);
+    - ``[checker]`` onnx's checker (full check) rejects the result;
+    - ``[load]`` onnxruntime cannot load the result; ``[run]`` it runs the original but not the result;
+    - ``[mismatch]`` an output differs from the original's in onnxruntime (for each seed and each binding of the
+      symbolic input dims: by default :func:`default_bindings`; tolerances :data:`ORACLE_TOLERANCE`, ints exact);
+    - ``[rerun]`` a second run of the pipeline on the result fails;
+    - ``[symbols]`` (with `symbols`) a shape symbol inferred for a main-graph value contradicts the shape
+      onnxruntime computes for it.
+    """
+    from . import api
+    from .pipeline import build_config
+    from .validate.gate import interface_of, output_problems
+
+    mp = onnx.ModelProto()
+    mp.ParseFromString(model_bytes)
+    bindings = list(bindings) if bindings is not None else default_bindings(mp)
+    problems: list[str] = []
+    model = serde.loads(model_bytes)
+    before = interface_of(model)
+    config = build_config(preset=preset, strict=True, use_pyproject=False)
+    config.verify_each = True
+    try:
+        api.run(model, config=config)
+    except Exception as e:  # noqa: BLE001
+        return [f"[pipeline] {_first_line(e)}"]
+    problems += [f"[verify] {p}" for p in verify(model, strict=False)[:3]]
+    if not problems:
+        problems += [f"[gate] {p}" for p in output_problems(model, before)]
+    if problems:
+        return problems
+    data = serde.dumps(model)
+    result = onnx.ModelProto()
+    result.ParseFromString(data)
+    try:
+        onnx.checker.check_model(result, full_check=True)
+    except Exception as e:  # noqa: BLE001
+        problems.append(f"[checker] {_first_line(e)}")
+    try:
+        sb = session(data)
+    except Exception as e:  # noqa: BLE001
+        return problems + [f"[load] onnxruntime cannot load the result: {_first_line(e)}"]
+    sa = session(model_bytes)
+    out_names = [o.name for o in mp.graph.output]
+    for binding in bindings:
+        for seed in seeds:
+            feeds = random_inputs(mp, binding, seed=seed)
+            where = f"seed {seed}, binding {dict(binding)}"
+            try:
+                ra = _oracle_run(sa, feeds)
+            except Exception:  # noqa: BLE001 - these inputs are not valid for the original: nothing to compare
+                continue
+            try:
+                rb = _oracle_run(sb, feeds)
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"[run] onnxruntime runs the original but not the result ({where}): {_first_line(e)}")
+                continue
+            problems += _compare_outputs(out_names, ra, rb, where)
+        if problems:
+            break
+    again = serde.loads(data)
+    try:
+        api.run(again, config=config)
+    except Exception as e:  # noqa: BLE001
+        problems.append(f"[rerun] a second run on the result failed: {_first_line(e)}")
+    if symbols and not problems:
+        problems += _symbol_problems(mp, model_bytes, bindings, seeds[0] if seeds else 0)
+    return problems

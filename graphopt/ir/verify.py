@@ -19,12 +19,19 @@ def verify(target: Model | Graph, *, strict: bool = True) -> list[str]:
     seen: set = set()  # the nodes of the model, to catch uses by nodes that are alive but not part of it
     values: list[Value] = []
 
-    def name_ok(v: Value, where: str) -> None:
+    # names are unique within a graph and its enclosing graphs (a subgraph may not shadow an outer name, wherever
+    # the outer graph defines it), but sibling subgraphs (an If's two branches, the bodies of two nodes) are
+    # separate scopes and may reuse a name, as onnx's checker and onnxruntime allow: `names` holds the names of the
+    # graphs on the path being walked, each graph's own names entered before its subgraphs are walked
+    def name_ok(v: Value, where: str, mine: list[str]) -> None:
         if not v.name:
             return
         other = names.get(v.name)
         if other is not None and other is not v:
             problems.append(f"value name {v.name!r} is used by two values ({where})")
+            return
+        if other is None:
+            mine.append(v.name)
         names[v.name] = v
 
     # one set for every scope: a graph adds its values while it is walked and takes them out at the end, so that a
@@ -33,6 +40,14 @@ def verify(target: Model | Graph, *, strict: bool = True) -> list[str]:
 
     def walk(g: Graph) -> None:
         mine: list[Value] = []
+        my_names: list[str] = []
+        for v in g._inputs:
+            name_ok(v, "input", my_names)
+        for v in g._initializers.values():
+            name_ok(v, "initializer", my_names)
+        for n in g:
+            for v in n._outputs:
+                name_ok(v, "node output", my_names)
 
         def define(v: Value) -> None:
             if v not in defined:
@@ -43,14 +58,12 @@ def verify(target: Model | Graph, *, strict: bool = True) -> list[str]:
             if v.producer is not None:
                 problems.append(f"graph input {v.name!r} has a producer")
             define(v)
-            name_ok(v, "input")
         for name, v in g._initializers.items():
             if v.name != name:
                 problems.append(f"initializer key {name!r} names value {v.name!r}")
             if v.const is None:
                 problems.append(f"initializer {name!r} has no tensor")
             define(v)
-            name_ok(v, "initializer")
         count = 0
         for n in g:
             count += 1
@@ -76,7 +89,6 @@ def verify(target: Model | Graph, *, strict: bool = True) -> list[str]:
                     if v in defined:
                         problems.append(f"{v.name!r} is defined twice")
                     define(v)
-                    name_ok(v, "node output")
                 values.append(v)
                 for u, j in v._uses:
                     if not u.is_alive:
@@ -100,6 +112,8 @@ def verify(target: Model | Graph, *, strict: bool = True) -> list[str]:
                 elif j >= len(u._inputs) or u._inputs[j] is not v:
                     problems.append(f"{v.name!r} lists a stale use by {u!r} input {j}")
         defined.difference_update(mine)
+        for name in my_names:
+            del names[name]
 
     walk(graph)
     for v in values:

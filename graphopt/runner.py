@@ -215,7 +215,7 @@ def _run(job: Job, out: Outcome, step: StepFn) -> None:
         gate.finish()
         rep.timings_optimize["check"] += time.perf_counter() - t0
         rep.warnings.extend(gate.warnings)
-        data, pending = _verify(job, out, interface, step, background=background and job.validate)
+        data, pending = _verify(job, out, interface, step, background=background)
         problem = None
         if job.validate:
             problem = _validate(job, out, source, step, data, bounds)
@@ -275,12 +275,16 @@ def _verify(job: Job, out: Outcome, interface: Interface, step: StepFn, *,
     data = None
     if job.check or job.validate or job.output is not None:
         data = _serialize_for_check(out.model)
-    problems = output_problems(out.model, interface)
     pending = None
-    if not problems and job.check and data is not None:
+    if job.check and data is not None:
+        # in the background, onnx's checker runs while graphopt's own checks below (and validation) run
         pending = start_output_check(out.model, data, background=background)
-        if not pending.running:  # done already: its verdict counts before anything runs the result
-            problems, pending = onnx_problems(pending), None
+    problems = output_problems(out.model, interface)
+    if problems and pending is not None:
+        pending.cancel()
+        pending = None
+    elif pending is not None and not pending.running:  # done: its verdict counts before anything runs the result
+        problems, pending = onnx_problems(pending), None
     rep.timings_optimize["verify"] = rep.timings_optimize.get("verify", 0.0) + time.perf_counter() - t0
     if problems:
         _broken(job, out, interface, step, problems)

@@ -76,6 +76,26 @@ def normalized_scale(g: Tensor, shape: tuple | None, k: int) -> np.ndarray | Non
     return None
 
 
+def record_normalization(m: Match, g: Tensor, shape: tuple | None, k: int) -> Fail | None:
+    """The end of a normalization rule's check: gamma broadcast to the last `k` dims (see normalized_scale), the
+    axis and epsilon, kept in `m.data` for :func:`build_normalization`."""
+    gamma = normalized_scale(g, shape, k)
+    if isinstance(gamma, Fail):
+        return gamma
+    m.data["gamma"] = gamma
+    m.data["axis"] = -k
+    m.data["epsilon"] = float(np.asarray(m.array("eps"), dtype=np.float64).reshape(-1)[0])
+    return None
+
+
+def build_normalization(m: Match, b: Builder, op: str) -> list[Value]:
+    """`op`(x, gamma) with what :func:`record_normalization` kept (gamma stored at full shape where it was not)."""
+    gamma = m["gamma"]
+    if m.data["gamma"] is not None:
+        gamma = b.const(m.data["gamma"], prefix=(gamma.name or "gamma") + "_full")
+    return [b.node(op, [m["x"], gamma], {"axis": m.data["axis"], "epsilon": m.data["epsilon"]}).output]
+
+
 class FuseLayerNorm(Rule):
     name = "fuse-layer-norm"
     summary = "ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul -> LayerNormalization (opset 17+)"
@@ -119,21 +139,10 @@ class FuseLayerNorm(Rule):
         g = m.tensor("gamma")
         if g.dtype != dt:
             return Fail("gamma's element type differs from x's")
-        gamma = normalized_scale(g, shape, k)
-        if isinstance(gamma, Fail):
-            return gamma
-        m.data["gamma"] = gamma
-        m.data["axis"] = -k
-        m.data["epsilon"] = float(np.asarray(m.array("eps"), dtype=np.float64).reshape(-1)[0])
-        return None
+        return record_normalization(m, g, shape, k)
 
     def rewrite(self, m: Match, b: Builder) -> list[Value]:
-        gamma = m["gamma"]
-        if m.data["gamma"] is not None:
-            gamma = b.const(m.data["gamma"], prefix=(gamma.name or "gamma") + "_full")
-        n = b.node("LayerNormalization", [m["x"], gamma],
-                   {"axis": m.data["axis"], "epsilon": m.data["epsilon"]})
-        return [n.output]
+        return build_normalization(m, b, "LayerNormalization")
 
 
 class FuseLayerNormBias(Rule):

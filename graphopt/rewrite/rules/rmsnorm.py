@@ -22,14 +22,12 @@ opset (``--set fuse.target-opset=23``; see graphopt/passes/_opsets.py), and vali
 
 from __future__ import annotations
 
-import numpy as np
-
 from ...ir.builder import Builder
 from ...ir.core import Value
 from ..pattern import AnyOf, Const, Fail, Match, Pat, Var
 from ..rule import RewriteContext, Rule
 from .common import scalar_rank_fail
-from .layernorm import _reduce_axes, normalized_scale
+from .layernorm import _reduce_axes, build_normalization, record_normalization
 
 
 def _pattern() -> Pat:
@@ -70,20 +68,10 @@ class FuseRMSNorm(Rule):
                 f = scalar_rank_fail(m.tensor(c), x, ctx, f"the constant {m[c].name!r}")
                 if f is not None:
                     return f
-        gamma = normalized_scale(g, shape, k)
-        if isinstance(gamma, Fail):
-            return gamma
-        m.data["gamma"] = gamma
-        m.data["axis"] = -k
-        m.data["epsilon"] = float(np.asarray(m.array("eps"), dtype=np.float64).reshape(-1)[0])
-        return None
+        return record_normalization(m, g, shape, k)
 
     def rewrite(self, m: Match, b: Builder) -> list[Value]:
-        gamma = m["gamma"]
-        if m.data["gamma"] is not None:
-            gamma = b.const(m.data["gamma"], prefix=(gamma.name or "gamma") + "_full")
-        n = b.node("RMSNormalization", [m["x"], gamma], {"axis": m.data["axis"], "epsilon": m.data["epsilon"]})
-        return [n.output]
+        return build_normalization(m, b, "RMSNormalization")
 
 
 RULES = [FuseRMSNorm]

@@ -12,8 +12,9 @@ Importing the package is cheap: the public names load their modules on first use
 from __future__ import annotations
 
 import logging as _logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_exports
 from .version import __version__
 
 # A library logs; the application (our CLI, or the user's) decides where logs go.
@@ -40,16 +41,4 @@ __all__ = ["GraphoptError", "JitContext", "Model", "ModelReport", "OptimizeResul
            "init", "load", "optimize", "optimize_file", "run", "save", "to_html", "write_html"]
 
 
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'graphopt' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(mod, __name__), name)
-    globals()[name] = value  # the next access is a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Lowest first. A module's layer is that of its first path part under graphopt/ (a package or a module file).
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "version"),
+    ("errors", "version", "_lazy"),
     ("ir", "files"),
     ("jit", "pipeline"),
     ("rewrite",),

@@ -14,7 +14,9 @@ The names below load their modules on first use (PEP 562): the CLI reads :data:`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 # Eager, and light (no numpy, onnx or onnxruntime at import time): the function `bisect` must shadow the
 # submodule of the same name whatever imported `graphopt.validate.bisect` first; the plain data is wanted early.
@@ -48,16 +50,4 @@ __all__ = ["DEFAULT_TOLERANCE", "INT_RANGES", "ORT_LEVELS", "TOLERANCES", "Bisec
            "random_feeds", "symbols_of", "tolerance", "trial_bindings"]
 
 
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'graphopt.validate' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(mod, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

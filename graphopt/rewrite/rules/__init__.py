@@ -10,10 +10,10 @@ from typing import Any
 
 from ..rule import Rule
 from . import (bn_affine, conv_affine, conv_bn, div_mul, fill, gelu, gemm, layernorm, ort, pad, reduce,
-               reshape_transpose, rmsnorm, scale_linear, shape_chains, tied_weights)
+               reshape_transpose, rmsnorm, rotary, scale_linear, shape_chains, tied_weights)
 
 FAMILIES = (conv_bn, conv_affine, fill, bn_affine, pad, gemm, tied_weights, shape_chains, reshape_transpose, reduce,
-            gelu, layernorm, rmsnorm, div_mul, scale_linear, ort)
+            gelu, layernorm, rmsnorm, rotary, div_mul, scale_linear, ort)
 
 
 def builtin_rules() -> list[Rule]:

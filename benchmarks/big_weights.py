@@ -17,7 +17,6 @@ copy or hash the weights; CSE compares cheap keys (dtype, shape, a sampled hash)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import glob
 import hashlib
 import json
 import math
@@ -847,6 +846,12 @@ def render_all(results: list[ModelResult], tools: list[str], per_model: bool) ->
     return "\n\n".join(parts)
 
 
+def _write_json(path: Path, results: list[ModelResult], tools: list[str], args: argparse.Namespace) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(to_json(results, tools, args), indent=1, default=str))
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tools", default=",".join(peers.TOOLS),
@@ -894,9 +899,10 @@ def main(argv: list[str] | None = None) -> int:
         mr = evaluate_model(spec, tools, args)
         results.append(mr)
         print(render_model(mr) + "\n", flush=True)
+        if args.json:  # after every model, so that an interrupted run keeps what it measured
+            _write_json(args.json, results, tools, args)
     print(render_all(results, tools, per_model=False))
     if args.json:
-        args.json.write_text(json.dumps(to_json(results, tools, args), indent=1, default=str))
         print(f"\nwrote {args.json}", file=sys.stderr)
     return 0
 

@@ -209,7 +209,7 @@ class Gen:
         ("unary", 3), ("binary", 3), ("binary_const", 2), ("cast", 1.5), ("where", 1), ("int_chain", 1),
         ("matmul", 1.5), ("gemm", 1), ("matmul_add", 1), ("transpose", 1.5), ("reshape", 1.5), ("unsqueeze", 1),
         ("flatten", 0.7), ("concat_slice", 1), ("gather", 0.7), ("shape_chain", 1), ("expand", 0.7),
-        ("slice", 0.7), ("noop", 2.5), ("const_sub", 1.5), ("duplicate", 1.5), ("layernorm", 1), ("rmsnorm", 0.8),
+        ("slice", 0.7), ("noop", 2.5), ("const_sub", 1.5), ("duplicate", 1.5), ("layernorm", 1), ("rmsnorm", 0.8), ("rotary", 0.6),
         ("gelu", 1), ("softmax", 0.8), ("attention", 0.6), ("conv", 1), ("pool", 1), ("pad", 0.6),
         ("reduce_unsqueeze", 0.8), ("div_mul", 0.6), ("if", 1.2), ("loop", 0.8), ("split", 0.5),
     )
@@ -217,7 +217,7 @@ class Gen:
     def build(self) -> onnx.ModelProto:
         self.setup_inputs()
         names = [f for f, _ in self.FEATURES]
-        boost = {4: ("conv", "pool", "pad"), 3: ("attention", "layernorm", "matmul_add")}.get(len(self.main), ())
+        boost = {4: ("conv", "pool", "pad", "rotary"), 3: ("attention", "layernorm", "matmul_add")}.get(len(self.main), ())
         w = np.array([x * (4 if f in boost else 1) for f, x in self.FEATURES])
         for _ in range(int(self.rng.integers(2, 12))):
             f = names[int(self.rng.choice(len(names), p=w / w.sum()))]
@@ -831,6 +831,40 @@ class Gen:
         else:
             y = self.node("Mul", [v.name, self.node("Reciprocal", [s])])
         y = self.node("Mul", [y, self.fconst((d,))])
+        self.add(y, v.dtype, v.shape)
+
+    def f_rotary(self) -> None:
+        """Hugging Face's apply_rotary_pos_emb: x * cos + rotate_half(x) * sin, with cos/sin of Concat(f, f)."""
+        v = self.pick(self.fdt, rank=4, pred=lambda u: isinstance(u.shape[-1], int)  # type: ignore[index]
+                      and u.shape[-1] % 2 == 0)  # type: ignore[index]
+        if v is None:
+            return
+        assert v.shape is not None
+        d = int(v.shape[-1])
+        h, x = d // 2, v.name
+        near = self.rng.random() < 0.4
+        miss = str(self.rng.choice(["halves", "swap", "scale_vec"])) if near else ""
+        seq = v.shape[2]
+        if isinstance(seq, int) and self.rng.random() < 0.5:
+            f = self.fconst((1, seq, h))  # constant angles: folding makes the caches constants
+        else:  # angles computed at run time, [batch, seq, h]
+            half = self.node("Slice", [x, self.ints([0]), self.ints([h]), self.ints([-1])])
+            f = self.axes_op("ReduceMean", half, [1], keepdims=0)
+        ff = self.node("Concat", [f, self.node("Neg", [f]) if miss == "halves" else f], axis=-1)
+        caches = []
+        for op in ("Cos", "Sin"):
+            c = self.node(op, [ff])
+            if miss == "scale_vec":
+                c = self.node("Mul", [c, self.fconst((d,))])
+            elif self.rng.random() < 0.3:
+                c = self.node("Mul", [c, self.scalar(0.8)])
+            caches.append(self.axes_op("Unsqueeze", c, [1], since=13))
+        lo = self.node("Slice", [x, self.ints([0]), self.ints([h]), self.ints([-1])])
+        hi = self.node("Slice", [x, self.ints([h]), self.ints([INT_MAX]), self.ints([-1])])
+        if miss == "swap":
+            lo, hi = hi, lo
+        rot = self.node("Concat", [self.node("Neg", [hi]), lo], axis=-1)
+        y = self.node("Add", [self.node("Mul", [x, caches[0]]), self.node("Mul", [rot, caches[1]])])
         self.add(y, v.dtype, v.shape)
 
     def f_gelu(self) -> None:

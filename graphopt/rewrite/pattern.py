@@ -412,10 +412,13 @@ class Pat(Pattern):
                 else:
                     st.fail(lambda: f"{describe(node)} should be {describe(old)} (bound as {name!r})", node)
                 return
-        if node in m.matched:
+        already = node in m.matched
+        if already and name is None:
             # the same node reached twice through unnamed patterns: it matched once already
             yield
             return
+        # (reached again under a name of its own, it is matched again, so that the name and the names inside
+        # this pattern are bound too)
         # outputs beyond those the pattern accounts for must be unused (e.g. BatchNormalization's training outputs)
         outs = node.outputs
         for k in range(self.outputs, len(outs)):
@@ -438,7 +441,8 @@ class Pat(Pattern):
                 st.fail(lambda: f"{describe(node)} has {len(ins)} inputs, the pattern expects {k}", node)
                 return
         vals = [ins[i] if i < len(ins) else None for i in range(k)]
-        m.matched[node] = None
+        if not already:
+            m.matched[node] = None
         if name is not None:
             m.nodes[name] = node
         try:
@@ -448,7 +452,8 @@ class Pat(Pattern):
         finally:
             if name is not None:
                 m.nodes.pop(name, None)
-            m.matched.pop(node, None)
+            if not already:
+                m.matched.pop(node, None)
 
     def __repr__(self) -> str:
         ins = ", ".join(repr(p) for p in self.inputs)

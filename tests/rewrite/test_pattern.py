@@ -253,3 +253,24 @@ def test_root_pattern_must_be_a_node_pattern() -> None:
     m = from_text(MUL_ADD.replace("c, t", "x, t"))
     with pytest.raises(TypeError):
         match_pattern(Var("x"), node_of(m, "out"))  # type: ignore[arg-type]
+
+
+def test_one_node_reached_under_two_names_binds_both() -> None:
+    # Sub(Neg(s), s): the patterns name the two reads of s differently; both names (and the names inside) must
+    # be bound, or a rule's check finds them missing (found by benchmarks/fuzz.py: KeyError in a rule's check)
+    m = from_text("""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[4] x) => (float[4] out) {
+  s = Abs(x)
+  n = Neg(s)
+  out = Sub(n, s)
+}
+""")
+    pat = Pat("Sub", Pat("Neg", Pat("Abs", Var("a"), name="first")), Pat("Abs", Var("b"), name="second"))
+    res = match_pattern(pat, node_of(m, "out"))
+    assert isinstance(res, Match)
+    assert res.node("first") is res.node("second") and res["a"] is res["b"]
+    assert list(res.matched).count(res.node("first")) == 1
+    # unnamed, the second read is taken as matched once already
+    res = match_pattern(Pat("Sub", Pat("Neg", Pat("Abs", Var("a"))), Pat("Abs", Var("a"))), node_of(m, "out"))
+    assert isinstance(res, Match)

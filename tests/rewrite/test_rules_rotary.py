@@ -210,3 +210,10 @@ def test_cos_unsqueezed_at_the_seq_axis() -> None:
 def test_cache_dims_not_those_of_x(fdims: str) -> None:
     # a cache whose seq (or batch) dim is another symbol: the Mul broadcast it, RotaryEmbedding could not
     check_not_fused(text(CACHES + ROTATE, f=fdims), inits(), RULE, "is neither 1 nor x's")
+
+
+def test_one_slice_for_both_halves() -> None:
+    # Concat(-s, s) of one Slice: not a rotation (found by benchmarks/fuzz.py as a KeyError in the rule's check)
+    body = CACHES + ROTATE.replace("x1 = Slice(x, zero, h, last, step)\n  ", "") \
+        .replace("rot = Concat <axis = -1> (nx2, x1)", "rot = Concat <axis = -1> (nx2, x2)")
+    check_not_fused(text(body), inits(), RULE, "not the first half")

@@ -24,6 +24,8 @@ Models (name: what, exporter):
 Appending a model is one line in EXPORTS (at the end of this file).
   whisper_tiny_encoder_ts: transformers' WhisperEncoder with whisper-tiny's config (d_model 384, 4 layers, 6 heads,
                    80 mel bins), random seeded weights, input [batch, 80, 3000]; TorchScript (~33 MB)
+  yolov8n_ts / yolov8n_dynamic_ts: ultralytics' YOLOv8n exported by ultralytics itself (320x320; static shapes,
+                   and dynamic batch/height/width), random seeded weights; needs ultralytics + torchvision
   convnext_tiny_ts: transformers' ConvNextModel with convnext-tiny's config (depths 3,3,9,3; widths 96..768),
                    random seeded weights, input [batch, 3, 224, 224]; TorchScript (~110 MB)
 """
@@ -564,6 +566,42 @@ def silero(member: str) -> Callable[[Path], None]:
     return wheel_member("silero-vad", SILERO_VERSION, member, SILERO_HINTS)
 
 
+# Ultralytics YOLOv8n as its own exporter writes it, from the architecture file (random seeded weights; nothing is
+# downloaded). ultralytics needs torchvision, which does not import beside the torch 2.13 CPU wheel: run these two
+# with a Python that has `pip install ultralytics torch==2.14.1 torchvision==0.29.1` (a separate venv); elsewhere
+# they are skipped. The dynamic export's height and width must be multiples of 32: its hints fix them at 320.
+YOLO_HINTS = {"shapes": {"images": ["batch", 3, 320, 320]}}
+
+
+class MissingOptional(Exception):
+    """An export that needs a package this Python lacks: skipped, not failed."""
+
+
+def yolo_export(dynamic: bool) -> Callable[[Path], None]:
+    def export(path: Path) -> None:
+        import json
+        import shutil
+        import tempfile
+
+        os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # never let ultralytics pip-install anything
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        try:
+            import torchvision  # noqa: F401
+            from ultralytics import YOLO
+        except Exception as e:  # noqa: BLE001 - any import failure means "not available here"
+            raise MissingOptional(f"needs ultralytics and torchvision ({type(e).__name__}: {e})") from None
+        path = path.resolve()
+        torch.manual_seed(0)
+        with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
+            out = YOLO("yolov8n.yaml").export(format="onnx", imgsz=320, simplify=False, opset=17, dynamic=dynamic)
+            shutil.move(str(out), path)
+        if dynamic:
+            path.with_name(path.stem + ".hints.json").write_text(json.dumps(YOLO_HINTS, indent=1) + "\n")
+
+    export.__doc__ = f"ultralytics YOLOv8n, its own ONNX export ({'dynamic' if dynamic else 'static'} shapes)"
+    return export
+
+
 # One line per model: appending a model is a one-line edit here (plus its export function above).
 def export_whisper_tiny_encoder_ts(path: Path) -> None:
     # transformers (offline: the model is built from its config, weights are random and seeded)
@@ -640,6 +678,8 @@ EXPORTS: dict[str, Callable[[Path], None]] = {
     "silero_vad_op18_ifless": silero("silero_vad_op18_ifless.onnx"),
     "whisper_tiny_encoder_ts": export_whisper_tiny_encoder_ts,
     "convnext_tiny_ts": export_convnext_tiny_ts,
+    "yolov8n_ts": yolo_export(dynamic=False),
+    "yolov8n_dynamic_ts": yolo_export(dynamic=True),
 }
 
 
@@ -697,6 +737,9 @@ def main(argv: list[str] | None = None) -> int:
                 EXPORTS[name](path)
             m = onnx.load(str(path))
             onnx.checker.check_model(m, full_check=True)
+        except MissingOptional as e:
+            print(f"skipped {name}: {e}", file=sys.stderr)
+            continue
         except Exception as e:  # a script: report every model, fail at the end
             failed += 1
             print(f"FAILED {name}: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)

@@ -61,15 +61,29 @@ class RewriteContext:
         return const_tensor(v)
 
     def shape_of(self, v: Value | None) -> tuple[Any, ...] | None:
-        """The value's shape (dims are int, str or None), or None when even the rank is unknown."""
+        """The value's shape (dims are int, str or None), or None when even the rank is unknown.
+
+        The declared shape (value_info), with every dim that the symbol table derives as a static size from the
+        inputs taken from the table instead: a declared size may be wrong (onnx's shape inference of a ceil_mode
+        pool whose last window starts past the input: onnxruntime and the operator's own text drop that window),
+        and a rule that trusted it would build a node that fails at run time. Declared symbolic dims stay: they
+        say which dims are equal where the table may only know an expression (M for B*S). Without a declared
+        shape: a constant's, else the table's."""
         if v is None:
             return None
         s = v.shape
         if s is not None:
+            if self.jit is not None and v.producer is not None:
+                got = self._symbolic_shape(v)
+                if got is not None and len(got) == len(s):
+                    return tuple(g if g.__class__ is int and g != d else d for g, d in zip(got, s))
             return tuple(s)
         t = const_tensor(v)
         if t is not None:
             return tuple(t.shape)
+        return self._symbolic_shape(v)
+
+    def _symbolic_shape(self, v: Value) -> tuple[Any, ...] | None:
         if self.jit is not None:
             try:
                 got = self.jit.symbols.shape_of(v)

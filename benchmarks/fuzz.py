@@ -416,7 +416,7 @@ class Gen:
         assert v.shape is not None
         k = int(v.shape[-1])
         n = int(self.rng.choice([k, 2, 5]))
-        out = self.node("MatMul", [v.name, self.fconst((k, n), 1 / math.sqrt(k))])
+        out = self.node("MatMul", [v.name, self.fconst((k, n), 1 / math.sqrt(max(k, 1)))])
         self.add(out, v.dtype, v.shape[:-1] + (n,))
 
     def f_gemm(self) -> None:
@@ -427,7 +427,7 @@ class Gen:
         k = int(v.shape[1])
         n = int(self.rng.choice([k, 3]))
         tb = int(self.rng.integers(2))
-        w = self.fconst((n, k) if tb else (k, n), 1 / math.sqrt(k))
+        w = self.fconst((n, k) if tb else (k, n), 1 / math.sqrt(max(k, 1)))
         a = v.name
         ta = 0
         if self.rng.random() < 0.3:  # Transpose folded into transA
@@ -454,7 +454,7 @@ class Gen:
         k = int(v.shape[-1])
         n = int(self.rng.choice([k, 3]))
         near = self.rng.random() < 0.5
-        b = self.fconst((k, n), 1 / math.sqrt(k))
+        b = self.fconst((k, n), 1 / math.sqrt(max(k, 1)))  # k may be 0 (an empty tensor)
         if near and self.rng.random() < 0.5:
             b = self.node("Relu", [b])  # not a stored constant
         mm = self.node("MatMul", [v.name, b])
@@ -918,12 +918,12 @@ class Gen:
             return
         assert v.shape is not None
         d = int(v.shape[-1])
-        q = self.node("MatMul", [v.name, self.fconst((d, d), 1 / math.sqrt(d))])
-        k = self.node("MatMul", [v.name, self.fconst((d, d), 1 / math.sqrt(d))])
-        val = self.node("MatMul", [v.name, self.fconst((d, d), 1 / math.sqrt(d))])
+        q = self.node("MatMul", [v.name, self.fconst((d, d), 1 / math.sqrt(max(d, 1)))])
+        k = self.node("MatMul", [v.name, self.fconst((d, d), 1 / math.sqrt(max(d, 1)))])
+        val = self.node("MatMul", [v.name, self.fconst((d, d), 1 / math.sqrt(max(d, 1)))])
         kt = self.node("Transpose", [k], perm=[0, 2, 1])
         s = self.node("MatMul", [q, kt])
-        sc = self.scalar(1 / math.sqrt(d) if self.rng.random() < 0.7 else 0.3)
+        sc = self.scalar(1 / math.sqrt(max(d, 1)) if self.rng.random() < 0.7 else 0.3)
         s = self.node("Mul" if self.rng.random() < 0.5 else "Div", [s, sc])
         p = self.node("Softmax", [s], axis=-1 if self.rng.random() < 0.7 else 1)
         self.add(self.node("MatMul", [p, val]), v.dtype, v.shape)

@@ -841,7 +841,12 @@ class Gen:
             return
         assert v.shape is not None
         d = int(v.shape[-1])
-        h, x = d // 2, v.name
+        x = v.name
+        partial = d % 4 == 0 and self.rng.random() < 0.3  # GPT-NeoX/Phi: only x[..., :d/2] rotates
+        if partial:
+            full, d = x, d // 2
+            x = self.node("Slice", [full, self.ints([0]), self.ints([d]), self.ints([-1])])
+        h = d // 2
         near = self.rng.random() < 0.4
         miss = str(self.rng.choice(["halves", "swap", "scale_vec"])) if near else ""
         seq = v.shape[2]
@@ -865,6 +870,9 @@ class Gen:
             lo, hi = hi, lo
         rot = self.node("Concat", [self.node("Neg", [hi]), lo], axis=-1)
         y = self.node("Add", [self.node("Mul", [x, caches[0]]), self.node("Mul", [rot, caches[1]])])
+        if partial:
+            rest = self.node("Slice", [full, self.ints([d]), self.ints([INT_MAX]), self.ints([-1])])
+            y = self.node("Concat", [y, rest], axis=-1)
         self.add(y, v.dtype, v.shape)
 
     def f_gelu(self) -> None:

@@ -10,6 +10,7 @@ from graphopt.testing import assert_same_outputs, assert_valid, count_ops, from_
 from .util import check_not_fused, explain_reasons, fuse
 
 RULE = "fuse-rotary-embedding"
+PARTIAL = "fuse-rotary-embedding-partial"
 BIND = [{"N": 1, "S": 3}, {"N": 2, "S": 5}]
 F16 = {"rtol": 1e-2, "atol": 1e-2}
 
@@ -39,15 +40,16 @@ def check_fuses(t: str, init: dict[str, np.ndarray], rule: str, expect: dict[str
     nothing."""
     from graphopt.ir import serde
 
+    rules = [RULE, PARTIAL] if rule == PARTIAL else [rule]
     m = from_text(t, init)
     before = snapshot(m)
-    stats = fuse(m, [rule])
+    stats = fuse(m, rules)
     assert stats.get(rule, 0) == 1, (stats, explain_reasons(serde.loads(before), rule))
     run_pass(m, "dce")
     assert dict(count_ops(m)) == dict(expect), dict(count_ops(m))
     assert_valid(m)
     assert_same_outputs(before, m, bindings=bindings, rtol=rtol, atol=atol)
-    assert fuse(m, [rule]) == {}
+    assert fuse(m, rules) == {}
     return m
 
 
@@ -217,3 +219,72 @@ def test_one_slice_for_both_halves() -> None:
     body = CACHES + ROTATE.replace("x1 = Slice(x, zero, h, last, step)\n  ", "") \
         .replace("rot = Concat <axis = -1> (nx2, x1)", "rot = Concat <axis = -1> (nx2, x2)")
     check_not_fused(text(body), inits(), RULE, "not the first half")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# partial rotation: the first r dims of each head rotate, the rest pass through (GPT-NeoX, Phi)
+# ---------------------------------------------------------------------------------------------------------------
+def partial_body(keep: str = "Slice(x, r, big, last)") -> str:
+    # x [N, 4, S, 16]: xr = x[..., :8] rotates with caches of f [1, S, 4]; x[..., 8:] passes through
+    rot = ROTATE.replace("(x, ", "(xr, ").replace("Mul(x, cos)", "Mul(xr, cos)").replace("y = Add", "yr = Add")
+    return (CACHES + "xr = Slice(x, zero, r, last)\n  " + rot + f"\n  xp = {keep}\n"
+            "  y = Concat <axis = -1> (yr, xp)")
+
+
+def partial_inits(**over: np.ndarray) -> dict[str, np.ndarray]:
+    return inits(h=np.array([4], np.int64), r=np.array([8], np.int64), **over)
+
+
+def test_partial_rotary() -> None:
+    m = check_fuses(text(partial_body(), f="1, S, 4"), partial_inits(), PARTIAL,
+                    {"RotaryEmbedding": 1, "Cos": 1, "Sin": 1, "Expand": 2, "Shape": 1, "Gather": 1, "Concat": 1},
+                    bindings=BIND)
+    (rot,) = [n for n in m.graph if n.op_type == "RotaryEmbedding"]
+    assert rot.attr("rotary_embedding_dim") == 8 and rot.input(0).name == "x"
+
+
+FUSED = """
+<ir_version: 10, opset_import: ["" : 23]>
+g (float[N, 4, S, 16] x, float[N, S, R2] c, float[N, S, R2] s) => (float[OUT] y) {
+  xr = Slice(x, zero, r, last)
+  yr = RotaryEmbedding ATTRS (xr, c, s)
+  xp = Slice(x, k, big, last)
+  y = Concat <axis = AXIS> (yr, xp)
+}
+"""
+
+
+def fused_text(r2: int = 4, out: str = "N, 4, S, 16", attrs: str = "", axis: int = -1) -> str:
+    return FUSED.replace("R2", str(r2)).replace("OUT", out).replace("ATTRS", attrs).replace("AXIS", str(axis))
+
+
+def fused_inits(r: int = 8, k: int = 8) -> dict[str, np.ndarray]:
+    return inits(r=np.array([r], np.int64), k=np.array([k], np.int64))
+
+
+def test_partial_rotary_from_fused_rotation() -> None:
+    check_fuses(fused_text(), fused_inits(), PARTIAL, {"RotaryEmbedding": 1}, bindings=BIND)
+
+
+def test_partial_rotated_part_at_the_end() -> None:
+    # Concat(RotaryEmbedding(x[..., 8:]), x[..., :8]): not RotaryEmbedding's partial rotation (it rotates the front)
+    t = fused_text().replace("xr = Slice(x, zero, r, last)", "xr = Slice(x, r, big, last)") \
+        .replace("xp = Slice(x, k, big, last)", "xp = Slice(x, zero, k, last)")
+    check_not_fused(t, fused_inits(), PARTIAL, "does not start at 0")
+
+
+def test_partial_odd_rotated_width() -> None:
+    check_not_fused(fused_text(r2=3), fused_inits(r=7, k=7), PARTIAL, "not an even size")
+
+
+def test_partial_keep_is_not_the_rest() -> None:
+    check_not_fused(fused_text(out="N, 4, S, 14"), fused_inits(r=8, k=10), PARTIAL, "not the rest")
+
+
+@pytest.mark.parametrize("attrs", ["<interleaved = 1>", "<rotary_embedding_dim = 4>"])
+def test_partial_inner_rotation_not_plain(attrs: str) -> None:
+    check_not_fused(fused_text(attrs=attrs), fused_inits(), PARTIAL, "interleaved or rotates part")
+
+
+def test_partial_concat_not_on_last_axis() -> None:
+    check_not_fused(fused_text(out="N, 8, S, 8", axis=1), fused_inits(), PARTIAL, "not on the last axis")

@@ -26,6 +26,10 @@ that the query and the key of every layer would otherwise make). Other condition
   known to be 1 is expanded to x's (``Expand`` to ``[batch, seq, 1]``, a constant when both are known, else taken
   from ``Shape(x)``).
 
+``fuse-rotary-embedding-partial`` then takes in a partial rotation (GPT-NeoX, Phi: the first r of the head's d dims
+rotate, the rest pass through): ``Concat(RotaryEmbedding(x[..., :r]), x[..., r:])`` is ``RotaryEmbedding(x,
+rotary_embedding_dim = r)`` with the same caches.
+
 Models exported below opset 23 keep the decomposed form: the rule fires there only after the user raises the opset
 (``--set fuse.target-opset=23``), and validation checks the result as always.
 """
@@ -256,4 +260,48 @@ class FuseRotaryEmbedding(Rule):
         return [b.node("RotaryEmbedding", [x, caches[0], caches[1]]).output]
 
 
-RULES = [FuseRotaryEmbedding]
+class FuseRotaryPartial(Rule):
+    """Partial rotation (GPT-NeoX, Phi, ChatGLM: only the first r of d dims of a head rotate): the rotated part,
+    once fused, is ``RotaryEmbedding(x[..., :r], cos, sin)``, concatenated with the untouched ``x[..., r:]`` — by
+    the op's definition ``RotaryEmbedding(x, cos, sin, rotary_embedding_dim = r)``, with the same caches
+    ([batch, seq, r/2])."""
+
+    name = "fuse-rotary-embedding-partial"
+    summary = "Concat(RotaryEmbedding(x[..., :r]), x[..., r:]) -> RotaryEmbedding(x, rotary_embedding_dim=r)"
+    opsets = (23, None)
+    pattern = Pat("Concat", Pat("RotaryEmbedding", _slice(Var("x"), "rot"), Var("cos"), Var("sin"), name="re"),
+                  _slice(Var("x"), "keep"), name="cat")
+
+    def check(self, m: Match, ctx: RewriteContext) -> Fail | None:
+        xs = ctx.shape_of(m["x"])
+        if xs is None or len(xs) != 4 or not isinstance(xs[3], int):
+            return Fail(f"x has shape {xs}; the rule fuses [batch, heads, seq, head_size] with a known head_size")
+        d = xs[3]
+        if int(m.node("cat").attr("axis", 0)) not in (-1, 3):
+            return Fail(f"{describe(m.node('cat'))} is not on the last axis")
+        for name in ("rot", "keep"):
+            f = _last_axis(m.node(name), m, name, 4)
+            if f is not None:
+                return f
+        rs, re_ = const_ints(m.tensors["rot_starts"]), const_ints(m.tensors["rot_ends"])
+        ks, ke = const_ints(m.tensors["keep_starts"]), const_ints(m.tensors["keep_ends"])
+        if rs not in ([0], [-d]) or re_ is None or len(re_) != 1:
+            return Fail(f"{describe(m.node('rot'))} does not start at 0")
+        r = re_[0] + d if re_[0] < 0 else re_[0]
+        if not 0 < r < d or r % 2:
+            return Fail(f"{describe(m.node('rot'))} ends at {r}: not an even size inside the head ({d})")
+        if ks not in ([r], [r - d]) or ke is None or len(ke) != 1 or ke[0] < d:
+            return Fail(f"{describe(m.node('keep'))} takes [{ks}, {ke}), not the rest [{r}, {d})")
+        re_node = m.node("re")
+        if int(re_node.attr("interleaved", 0)) or int(re_node.attr("rotary_embedding_dim", 0)) not in (0, r):
+            return Fail(f"{describe(re_node)} is interleaved or rotates part of its input already")
+        m.data["r"] = r
+        return None
+
+    def rewrite(self, m: Match, b: Builder) -> list[Value]:
+        attrs = {name: a.value for name, a in m.node("re").attrs.items()}
+        attrs["rotary_embedding_dim"] = m.data["r"]
+        return [b.node("RotaryEmbedding", [m["x"], m["cos"], m["sin"]], attrs).output]
+
+
+RULES = [FuseRotaryEmbedding, FuseRotaryPartial]

@@ -72,6 +72,8 @@ _BROADCAST = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Mod", "And", "Or", "
 _BOOL_OUT = frozenset({"And", "Or", "Xor", "Not", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
                        "IsNaN", "IsInf"})
 
+FREE_OUTPUT_BYTES = 1024  # fold-constants.free-output-bytes' default
+
 _SMALL_VALUES = 1024  # elements of a shape-like input read to estimate an output size
 
 
@@ -88,8 +90,9 @@ class FoldConstants(Pass):
         64 << 20, "hard cap on the size of one folded value, checked before evaluation where shapes are known "
                   "(also bounds the memory evaluation may take)")
     free_output_bytes: int = option(
-        1024, "per created initializer, the bytes a fold may add to the model beyond what it frees (shape "
-              "tensors and small constants fit); raise it to fold constants that grow the file")
+        FREE_OUTPUT_BYTES, "per created initializer, the bytes a fold may add to the model beyond what it frees (shape "
+              "tensors and small constants fit; by default also at most 1/32 of the model's size); raise it to "
+              "fold constants that grow the file")
     fast_path_elements: int = option(
         1 << 16, "largest tensor (elements) the exact numpy fast path handles; bigger ones go to onnxruntime")
 
@@ -142,6 +145,19 @@ class _Folder:
         self.fast: set[Node] = set()  # evaluated by the numpy fast path during the walk
         self.kept: set[Node] = set()  # evaluated for their readers but not replaced (see _needs_identity)
         self._name_counts: collections.Counter[str] | None = None  # see _name_is_unique
+        self.free = self._free_bytes()
+
+    def _free_bytes(self) -> int:
+        """The bytes one created initializer may add: `free-output-bytes`; at its default, also at most 1/32 of
+        the model's size (its stored constants plus ~48 bytes a node; at least 64), so that on a tiny model (onnx's
+        light CNNs, whose 4 kB build their weights with ConstantOfShape) storing a bias does not grow the file by a
+        fifth. A value the user sets is taken as it is."""
+        free = self.o.free_output_bytes
+        if free != FREE_OUTPUT_BYTES:
+            return free
+        m = self.model
+        size = 48 * m.num_nodes() + sum(v.const.nbytes for v in m.graph.initializers.values() if v.const is not None)
+        return min(free, max(64, size // 32))
 
     # ------------------------------------------------------------------------------------------------------------
     def run(self) -> PassResult:
@@ -305,7 +321,7 @@ class _Folder:
             return False
         if len(known) != len(outs) or any(b is None for b in ins):
             return True
-        return sum(known) <= sum(ins) + self.o.free_output_bytes * len(known)  # type: ignore[arg-type]
+        return sum(known) <= sum(ins) + self.free * len(known)  # type: ignore[arg-type]
 
     def _plan_ort(self, n: Node) -> None:
         est = self._estimate(n)
@@ -558,7 +574,7 @@ class _Folder:
                 for v in dict.fromkeys(x for x in n.inputs if x is not None and x in readers):
                     if blocking[v] == 0:
                         credit += self.stored[v] / len(readers[v])
-            return sum(sizes) <= credit + self.o.free_output_bytes * len(sizes)
+            return sum(sizes) <= credit + self.free * len(sizes)
 
         work = list(alive)
         queued = dict.fromkeys(work)

@@ -731,7 +731,8 @@ def render_speedups(results: list[ModelResult], tools: list[str]) -> str:
 
 
 def render_beaten(results: list[ModelResult], tools: list[str]) -> str:
-    """Where a usable peer ends with fewer nodes than usable graphopt, and which op types make the difference."""
+    """Where a usable peer ends with fewer nodes than usable graphopt, and which op types make the difference
+    (graphopt's own variants, such as graphopt-opset23, are not peers)."""
     lines = []
     for mr in results:
         g = mr.tools.get("graphopt")
@@ -739,7 +740,7 @@ def render_beaten(results: list[ModelResult], tools: list[str]) -> str:
             continue
         for t in tools:
             r = mr.tools[t]
-            if t == "graphopt" or not r.usable or r.nodes_after >= g.nodes_after:
+            if t.startswith("graphopt") or not r.usable or r.nodes_after >= g.nodes_after:  # peers only
                 continue
             extra = Counter(g.ops_after) - Counter(r.ops_after)   # in graphopt's output, not the peer's
             fewer = Counter(r.ops_after) - Counter(g.ops_after)   # the peer has these that graphopt does not

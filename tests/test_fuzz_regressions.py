@@ -184,3 +184,31 @@ def test_a_crash_in_the_worker_is_a_finding_and_the_worker_restarts() -> None:
         assert garbage and garbage[0].startswith("[oracle]"), garbage
     finally:
         box.close()
+
+
+F16_CHAIN = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float16[2, 2, 8] x) => (float16[2, 2, 8] y) {
+  a = Add(x, k)
+  u = Unsqueeze(a, two)
+  s = Squeeze(u, two)
+  m = ReduceMean <axes = [-2]> (s)
+  y = Sub(s, m)
+}
+"""
+
+
+def test_reference_second_opinion_on_float16_mismatches() -> None:
+    # onnxruntime's float16 precision depends on where a chain has no-ops; onnx's reference evaluator rounds per
+    # op, so it decides whether a float16 difference is the rewrite's (a different result) or onnxruntime's
+    import numpy as np
+
+    from graphopt.testing import _reference_agrees
+
+    inits = {"k": np.arange(8, dtype=np.float16), "two": np.array([2], np.int64)}
+    original = snapshot(from_text(F16_CHAIN, inits))
+    same = snapshot(from_text(F16_CHAIN.replace("s = Squeeze(u, two)", "s = Identity(a)"), inits))
+    other = snapshot(from_text(F16_CHAIN.replace("y = Sub(s, m)", "y = Add(s, m)"), inits))
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 2, 8)).astype(np.float16)}
+    assert _reference_agrees(original, same, feeds, ["y"])
+    assert not _reference_agrees(original, other, feeds, ["y"])

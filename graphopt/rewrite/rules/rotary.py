@@ -75,6 +75,21 @@ def _last_axis(node: Node, m: Match, name: str, rank: int) -> Fail | None:
     return None
 
 
+def _slice_range(m: Match, name: str, d: int) -> tuple[int, int] | Fail:
+    """The [start, end) that the matched Slice `name` takes of the last axis (of size d), as Slice clamps it."""
+    f = _last_axis(m.node(name), m, name, 4)
+    if f is not None:
+        return f
+    s, e = const_ints(m.tensors[name + "_starts"]), const_ints(m.tensors[name + "_ends"])
+    if s is None or e is None or len(s) != 1 or len(e) != 1:
+        return Fail(f"{describe(m.node(name))} does not take one range")
+
+    def clamp(i: int) -> int:
+        return min(max(i + d if i < 0 else i, 0), d)
+
+    return clamp(s[0]), clamp(e[0])
+
+
 def _same_dim(a: Any, b: Any) -> bool:
     """Two dims (int, symbol text or None) known to be equal."""
     return a is not None and a == b
@@ -212,16 +227,13 @@ class FuseRotaryEmbedding(Rule):
         if not isinstance(d, int) or d <= 0 or d % 2:
             return Fail(f"x's last dim {d!r} is not a known even size")
         h = d // 2
-        for name in ("lo", "hi"):
-            f = _last_axis(m.node(name), m, name, 4)
-            if f is not None:
-                return f
-        lo_s, lo_e = const_ints(m.tensors["lo_starts"]), const_ints(m.tensors["lo_ends"])
-        hi_s, hi_e = const_ints(m.tensors["hi_starts"]), const_ints(m.tensors["hi_ends"])
-        if lo_s not in ([0], [-d]) or lo_e not in ([h], [h - d]):  # [0, h), also as [-d, -h)
-            return Fail(f"{describe(m.node('lo'))} takes [{lo_s}, {lo_e}), not the first half [0, {h})")
-        if hi_s not in ([h], [h - d]) or hi_e is None or len(hi_e) != 1 or hi_e[0] < d:
-            return Fail(f"{describe(m.node('hi'))} takes [{hi_s}, {hi_e}), not the second half [{h}, {d})")
+        for name, want, what in (("lo", (0, h), "first"), ("hi", (h, d), "second")):
+            got = _slice_range(m, name, d)
+            if isinstance(got, Fail):
+                return got
+            if got != want:
+                return Fail(f"{describe(m.node(name))} takes [{got[0]}, {got[1]}), not the {what} half "
+                            f"[{want[0]}, {want[1]})")
         if int(m.node("cat").attr("axis", 0)) not in (-1, 3):
             return Fail(f"{describe(m.node('cat'))} is not on the last axis")
         halves = []
@@ -279,19 +291,19 @@ class FuseRotaryPartial(Rule):
         d = xs[3]
         if int(m.node("cat").attr("axis", 0)) not in (-1, 3):
             return Fail(f"{describe(m.node('cat'))} is not on the last axis")
-        for name in ("rot", "keep"):
-            f = _last_axis(m.node(name), m, name, 4)
-            if f is not None:
-                return f
-        rs, re_ = const_ints(m.tensors["rot_starts"]), const_ints(m.tensors["rot_ends"])
-        ks, ke = const_ints(m.tensors["keep_starts"]), const_ints(m.tensors["keep_ends"])
-        if rs not in ([0], [-d]) or re_ is None or len(re_) != 1:
+        rot = _slice_range(m, "rot", d)
+        if isinstance(rot, Fail):
+            return rot
+        keep = _slice_range(m, "keep", d)
+        if isinstance(keep, Fail):
+            return keep
+        if rot[0] != 0:
             return Fail(f"{describe(m.node('rot'))} does not start at 0")
-        r = re_[0] + d if re_[0] < 0 else re_[0]
+        r = rot[1]
         if not 0 < r < d or r % 2:
             return Fail(f"{describe(m.node('rot'))} ends at {r}: not an even size inside the head ({d})")
-        if ks not in ([r], [r - d]) or ke is None or len(ke) != 1 or ke[0] < d:
-            return Fail(f"{describe(m.node('keep'))} takes [{ks}, {ke}), not the rest [{r}, {d})")
+        if keep != (r, d):
+            return Fail(f"{describe(m.node('keep'))} takes [{keep[0]}, {keep[1]}), not the rest [{r}, {d})")
         re_node = m.node("re")
         if int(re_node.attr("interleaved", 0)) or int(re_node.attr("rotary_embedding_dim", 0)) not in (0, r):
             return Fail(f"{describe(re_node)} is interleaved or rotates part of its input already")

@@ -358,7 +358,8 @@ def _first_line(e: BaseException, limit: int = 300) -> str:
     return line if len(line) <= limit else line[:limit] + "..."
 
 
-def _reference_agrees(original: bytes, result: bytes, feeds: Mapping[str, Any], names: Sequence[str]) -> bool:
+def _reference_agrees(original: ModelLike, result: ModelLike, feeds: Mapping[str, Any],
+                      names: Sequence[str]) -> bool:
     """Whether onnx's reference evaluator, which rounds every float16 op's result as the ONNX semantics say,
     computes the same outputs for both models. onnxruntime runs chains of float16 ops in float32 where some op
     lacks a float16 kernel (the casts it inserts), so removing a no-op between them (a Squeeze, a Cast) moves
@@ -368,19 +369,11 @@ def _reference_agrees(original: bytes, result: bytes, feeds: Mapping[str, Any], 
     try:
         from onnx.reference import ReferenceEvaluator
 
-        a = ReferenceEvaluator(_proto(original)).run(None, dict(feeds))
-        b = ReferenceEvaluator(_proto(result)).run(None, dict(feeds))
+        a = ReferenceEvaluator(to_proto(original)).run(None, dict(feeds))
+        b = ReferenceEvaluator(to_proto(result)).run(None, dict(feeds))
     except Exception:  # noqa: BLE001 - an op the evaluator lacks: no second opinion
         return False
     return not _compare_outputs(names, a, b, "reference")
-
-
-def _proto(data: bytes) -> Any:
-    import onnx
-
-    m = onnx.ModelProto()
-    m.ParseFromString(data)
-    return m
 
 
 def _compare_outputs(names: Sequence[str], ra: Sequence[Any], rb: Sequence[Any], where: str) -> list[str]:
@@ -568,7 +561,7 @@ def check_pipeline(model_bytes: bytes, *, preset: str = "O2", seeds: Sequence[in
                 continue
             found = _compare_outputs(out_names, ra, rb, where)
             if found and any(np.asarray(x).dtype == np.float16 for x in ra) and \
-                    _reference_agrees(model_bytes, data, feeds, out_names):
+                    _reference_agrees(mp, result, feeds, out_names):
                 found = []  # onnxruntime's float16 precision, not the rewrite (see _reference_agrees)
             problems += found
         if problems:
